@@ -1,0 +1,86 @@
+# ember — build, test, run, bench. Every target depends on `deps`, which
+# installs the Debian packages that are missing (so a fresh Debian 12 machine
+# needs nothing but `make run` or `make test`).
+
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O3 -march=x86-64-v2 -mtune=generic
+CFLAGS  ?= $(OPT) -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp \
+           -MMD -MP
+CPPFLAGS += -Icore -Ibindings $(shell pkg-config --cflags lua5.4 2>/dev/null) \
+            -I/usr/include/x86_64-linux-gnu/openblas-openmp -I/usr/include/stb
+LDFLAGS ?=
+CORE_LIBS = -lopenblas -lz -ljansson -lstb -lm -fopenmp
+LUA_LIBS  = $(shell pkg-config --libs lua5.4 2>/dev/null)
+EDIT_LIBS = $(shell pkg-config --libs libedit 2>/dev/null)
+EDIT_CFLAGS = $(shell pkg-config --cflags libedit 2>/dev/null)
+
+CORE_SRC = $(wildcard core/*.c)
+BIND_SRC = $(filter-out bindings/ember_main.c,$(wildcard bindings/*.c))
+LUA_MODS = $(wildcard bindings/lua/ember/*.lua)
+CORE_OBJ = $(CORE_SRC:%.c=$(BUILD)/%.o)
+BIND_OBJ = $(BIND_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/lua_modules.o
+TEST_C_SRC = $(wildcard tests/c/*.c)
+
+DEB_PACKAGES = build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-openmp-dev \
+               libstb-dev zlib1g-dev libjansson-dev lua-busted libedit-dev tmux \
+               gnuplot-nox dataset-fashion-mnist
+
+.PHONY: all deps test test-c test-lua run bench sanitize clean fuzz data
+
+all: deps $(BUILD)/ember $(BUILD)/ember.so
+
+# ---- dependencies --------------------------------------------------------
+deps: $(BUILD)/.deps-ok
+$(BUILD)/.deps-ok: scripts/install_deps.sh
+	@sh scripts/install_deps.sh $(DEB_PACKAGES)
+	@mkdir -p $(BUILD) && touch $@
+
+# ---- build ---------------------------------------------------------------
+$(BUILD)/%.o: %.c | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/bindings/ember_main.o: bindings/ember_main.c | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(EDIT_CFLAGS) $(CFLAGS) -c $< -o $@
+
+# The Lua half of the library is compiled into the binaries (package.preload),
+# so `require 'ember'` needs nothing but ember.so on package.cpath.
+$(BUILD)/gen/lua_modules.c: scripts/embed_lua.lua $(LUA_MODS) | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	lua5.4 scripts/embed_lua.lua $@ $(LUA_MODS)
+
+$(BUILD)/libember_core.a: $(CORE_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/ember.so: $(BIND_OBJ) $(BUILD)/libember_core.a
+	$(CC) -shared -o $@ $(BIND_OBJ) $(BUILD)/libember_core.a $(LDFLAGS) $(CORE_LIBS)
+
+$(BUILD)/ember: $(BUILD)/bindings/ember_main.o $(BIND_OBJ) $(BUILD)/libember_core.a
+	$(CC) -o $@ $^ $(LDFLAGS) $(CORE_LIBS) $(LUA_LIBS) $(EDIT_LIBS) -Wl,-E
+
+$(BUILD)/test_core: $(TEST_C_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libember_core.a
+	$(CC) -o $@ $^ $(LDFLAGS) $(CORE_LIBS)
+
+# ---- test ----------------------------------------------------------------
+test: all $(BUILD)/test_core
+	@sh tests/run_all.sh $(BUILD)
+
+sanitize:
+	$(MAKE) BUILD=build-san OPT="-O1 -fno-omit-frame-pointer" \
+	  CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" EMBER_SANITIZE=1 test
+
+# ---- run, bench, data ----------------------------------------------------
+run: all
+	$(BUILD)/ember scripts/demo.lua
+
+bench: all
+	@sh scripts/bench.sh $(BUILD)
+
+clean:
+	rm -rf build build-san build-fuzz
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,143 @@
+/* em_rng.c — xoshiro256** (Blackman & Vigna) and the random tensors. */
+#include "em_rng.h"
+
+#include <math.h>
+
+#include "em_autograd.h"
+#include "em_tensor.h"
+
+static uint64_t rng_state[EM_RNG_STATE_WORDS] = {
+    0x9e3779b97f4a7c15ULL, 0xbf58476d1ce4e5b9ULL, 0x94d049bb133111ebULL, 0x2545f4914f6cdd1dULL};
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void em_rng_seed(uint64_t seed) {
+    uint64_t x = seed;
+    for (int i = 0; i < EM_RNG_STATE_WORDS; i++) rng_state[i] = splitmix64(&x);
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t em_rng_u64(void) {
+    uint64_t *s = rng_state;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+double em_rng_uniform(void) { return (double)(em_rng_u64() >> 11) * 0x1.0p-53; }
+
+double em_rng_normal(void) {
+    /* Box-Muller on (0,1] x [0,1): one value per call keeps the state simple. */
+    double u1 = 1.0 - em_rng_uniform();
+    double u2 = em_rng_uniform();
+    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+uint64_t em_rng_below(uint64_t n) {
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+    uint64_t r;
+    do r = em_rng_u64();
+    while (r >= limit);
+    return r % n;
+}
+
+void em_rng_get_state(uint64_t state[EM_RNG_STATE_WORDS]) {
+    for (int i = 0; i < EM_RNG_STATE_WORDS; i++) state[i] = rng_state[i];
+}
+
+int em_rng_set_state(const uint64_t state[EM_RNG_STATE_WORDS]) {
+    if (!(state[0] | state[1] | state[2] | state[3]))
+        return em_error_set("set_rng_state: the all-zero state is not valid");
+    for (int i = 0; i < EM_RNG_STATE_WORDS; i++) rng_state[i] = state[i];
+    return EM_OK;
+}
+
+/* ---- random tensors -------------------------------------------------- */
+
+int em_uniform_(em_tensor *t, float lo, float hi) {
+    if (em_check_inplace("uniform_", t)) return EM_ERR;
+    if (!(lo <= hi)) return em_error_set("uniform_: low %g is greater than high %g", lo, hi);
+    em_tensor *c = em_tensor_empty(t->ndim, t->shape);
+    if (!c) return EM_ERR;
+    float *d = c->storage->data;
+    for (int64_t i = 0; i < c->numel; i++) d[i] = (float)(lo + (hi - lo) * em_rng_uniform());
+    int rc = em_copy_(t, c);
+    em_tensor_release(c);
+    return rc;
+}
+
+int em_normal_(em_tensor *t, float mean, float std) {
+    if (em_check_inplace("normal_", t)) return EM_ERR;
+    if (!(std >= 0)) return em_error_set("normal_: std must be >= 0, got %g", std);
+    em_tensor *c = em_tensor_empty(t->ndim, t->shape);
+    if (!c) return EM_ERR;
+    float *d = c->storage->data;
+    for (int64_t i = 0; i < c->numel; i++) d[i] = (float)(mean + std * em_rng_normal());
+    int rc = em_copy_(t, c);
+    em_tensor_release(c);
+    return rc;
+}
+
+em_tensor *em_rand(int ndim, const int64_t *shape) {
+    em_tensor *t = em_tensor_empty(ndim, shape);
+    if (t)
+        for (int64_t i = 0; i < t->numel; i++) t->storage->data[i] = (float)em_rng_uniform();
+    return t;
+}
+
+em_tensor *em_normal(int ndim, const int64_t *shape, float mean, float std) {
+    if (!(std >= 0)) {
+        em_error_set("normal: std must be >= 0, got %g", std);
+        return NULL;
+    }
+    em_tensor *t = em_tensor_empty(ndim, shape);
+    if (t)
+        for (int64_t i = 0; i < t->numel; i++)
+            t->storage->data[i] = (float)(mean + std * em_rng_normal());
+    return t;
+}
+
+em_tensor *em_randn(int ndim, const int64_t *shape) { return em_normal(ndim, shape, 0.0f, 1.0f); }
+
+em_tensor *em_randint(int64_t low, int64_t high, int ndim, const int64_t *shape) {
+    if (high <= low) {
+        em_error_set("randint: high %lld must be greater than low %lld", (long long)high,
+                     (long long)low);
+        return NULL;
+    }
+    em_tensor *t = em_tensor_empty(ndim, shape);
+    if (t)
+        for (int64_t i = 0; i < t->numel; i++)
+            t->storage->data[i] = (float)(low + (int64_t)em_rng_below((uint64_t)(high - low)));
+    return t;
+}
+
+em_tensor *em_bernoulli(em_tensor *p) {
+    if (!p) return NULL;
+    em_tensor *t = em_tensor_empty(p->ndim, p->shape);
+    if (!t) return NULL;
+    float *buf = t->storage->data;
+    em_tensor_read(p, buf);
+    for (int64_t i = 0; i < t->numel; i++) {
+        float q = buf[i];
+        if (!(q >= 0.0f && q <= 1.0f)) {
+            em_tensor_release(t);
+            em_error_set("bernoulli: probabilities must be in [0, 1], got %g", (double)q);
+            return NULL;
+        }
+        buf[i] = em_rng_uniform() < q ? 1.0f : 0.0f;
+    }
+    return t;
+}
