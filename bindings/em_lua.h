@@ -49,5 +49,10 @@ void em_lua_push_tostring(lua_State *L, em_tensor *t);
  * and tensor methods table (at -2 when given). */
 void em_lua_open_tensor(lua_State *L);  /* creates the metatable */
 void em_lua_open_ops(lua_State *L, int module, int methods);
+/* Each glue file registers its functions into the module table. */
+void em_lua_open_nn(lua_State *L, int module, int methods);    /* em_lua_nn.c: layers */
+void em_lua_open_optim(lua_State *L, int module, int methods); /* em_lua_optim.c: losses, optimizers */
+void em_lua_open_io(lua_State *L, int module, int methods);    /* em_lua_io.c: checkpoints */
+void em_lua_open_data(lua_State *L, int module, int methods);  /* em_lua_data.c: IDX, images */
 
 #endif

@@ -52,6 +52,10 @@ int luaopen_ember(lua_State *L) {
     int methods = lua_gettop(L);
     em_lua_open_tensor(L);
     em_lua_open_ops(L, module, methods);
+    em_lua_open_nn(L, module, methods);
+    em_lua_open_optim(L, module, methods);
+    em_lua_open_io(L, module, methods);
+    em_lua_open_data(L, module, methods);
     lua_setfield(L, module, "Tensor"); /* the methods table, for users' extensions */
     lua_pushliteral(L, EMBER_VERSION);
     lua_setfield(L, module, "version");
