@@ -563,6 +563,7 @@ static int extreme(lua_State *L, bool is_max) {
     em_tensor *t = em_lua_check(L, 1, name);
     if (em_lua_test(L, 2)) return binary(L, is_max ? EM_BIN_MAXIMUM : EM_BIN_MINIMUM, name);
     em_reduce_op op = is_max ? EM_RED_MAX : EM_RED_MIN;
+    if (lua_istable(L, 2)) return reduce(L, op, name); /* several dims: values only */
     if (lua_isnoneornil(L, 2)) {
         em_lua_push(L, em_reduce(op, t, 0, NULL, false, 0));
         return 1;
@@ -798,6 +799,12 @@ static int lf_no_grad(lua_State *L) {
     return lua_gettop(L);
 }
 
+/* ember._debug_break_backward(op_name | nil): the gradient-check's own test */
+static int lf_debug_break_backward(lua_State *L) {
+    if (em_autograd_debug_break(luaL_optstring(L, 1, NULL))) return em_lua_core_error(L);
+    return 0;
+}
+
 /* ---- generator, threads, memory --------------------------------------- */
 
 static int lf_manual_seed(lua_State *L) {
@@ -891,7 +898,7 @@ static const luaL_Reg module_only[] = {
     {"no_grad", lf_no_grad}, {"manual_seed", lf_manual_seed},
     {"get_rng_state", lf_get_rng_state}, {"set_rng_state", lf_set_rng_state},
     {"set_num_threads", lf_set_num_threads}, {"get_num_threads", lf_get_num_threads},
-    {"memory", lf_memory}, {NULL, NULL}};
+    {"memory", lf_memory}, {"_debug_break_backward", lf_debug_break_backward}, {NULL, NULL}};
 
 void em_lua_open_ops(lua_State *L, int module, int methods) {
     for (const luaL_Reg *r = both; r->name; r++) {

@@ -18,6 +18,20 @@ const em_opdef em_opdefs[EM_OP_COUNT] = {
 };
 
 static _Thread_local bool grad_disabled;
+static const em_opdef *debug_broken_op;
+
+int em_autograd_debug_break(const char *name) {
+    if (!name) {
+        debug_broken_op = NULL;
+        return EM_OK;
+    }
+    for (int i = 0; i < EM_OP_COUNT; i++)
+        if (!strcmp(em_opdefs[i].name, name)) {
+            debug_broken_op = &em_opdefs[i];
+            return EM_OK;
+        }
+    return em_error_set("debug_break_backward: no op named '%s'", name);
+}
 
 bool em_grad_enabled(void) { return !grad_disabled; }
 void em_set_grad_enabled(bool on) { grad_disabled = !on; }
@@ -298,6 +312,12 @@ static int run_backward(em_tensor *root, em_tensor *grad, bool retain_graph, boo
         for (int i = 0; gin && i < n->n_edges; i++) {
             em_tensor *gi = gin[i];
             if (!gi) continue;
+            if (n->op == debug_broken_op) { /* the test hook: a wrong gradient */
+                em_tensor *twice = em_binary_scalar(EM_BIN_MUL, gi, 2.0f);
+                em_tensor_release(gi);
+                gin[i] = gi = twice;
+                if (!gi) { rc = EM_ERR; continue; }
+            }
             em_edge *e = &n->edges[i];
             if (rc == EM_OK && (gi->ndim != e->ndim ||
                                 memcmp(gi->shape, e->shape, (size_t)e->ndim * sizeof(int64_t))))

@@ -92,4 +92,9 @@ int em_backward(em_tensor *root, em_tensor *grad, bool retain_graph, bool create
 int em_grad(em_tensor *root, em_tensor *grad, int n, em_tensor *const *inputs,
             em_tensor **grads, bool retain_graph, bool create_graph);
 
+/* Test hook: makes the backward of the op named `name` return twice its true
+ * gradient (NULL restores). Exists only so tests can prove that the gradient
+ * check catches a wrong backward. Returns EM_ERR for an unknown op name. */
+int em_autograd_debug_break(const char *name);
+
 #endif

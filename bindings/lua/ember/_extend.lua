@@ -1,6 +1,10 @@
 -- ember._extend — Lua-level additions to the ember module table, run once
 -- when the module opens. Returns a function that receives the module table.
 return function(ember)
+  --- ember.gradcheck(fn, inputs [, opts]) -> ok, message (see ember.check)
+  function ember.gradcheck(...) return require('ember.check').gradcheck(...) end
+  function ember.gradgradcheck(...) return require('ember.check').gradgradcheck(...) end
+
   --- ember.help(): a short guide to what is where.
   function ember.help()
     print([[
