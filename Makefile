@@ -64,6 +64,9 @@ $(BUILD)/ember: $(BUILD)/bindings/ember_main.o $(BIND_OBJ) $(BUILD)/libember_cor
 $(BUILD)/test_core: $(TEST_C_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libember_core.a
 	$(CC) -o $@ $^ $(LDFLAGS) $(CORE_LIBS)
 
+$(BUILD)/bench_matmul: $(BUILD)/scripts/bench_matmul.o $(BUILD)/libember_core.a
+	$(CC) -o $@ $^ $(LDFLAGS) $(CORE_LIBS)
+
 # ---- test ----------------------------------------------------------------
 test: all $(BUILD)/test_core
 	@sh tests/run_all.sh $(BUILD)
@@ -77,8 +80,14 @@ sanitize:
 run: all
 	$(BUILD)/ember scripts/demo.lua
 
-bench: all
+bench: all $(BUILD)/bench_matmul
 	@sh scripts/bench.sh $(BUILD)
+
+data: all
+	@sh datasets/prepare.sh
+
+fuzz: all
+	@sh scripts/fuzz.sh
 
 clean:
 	rm -rf build build-san build-fuzz

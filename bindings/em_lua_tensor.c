@@ -1,12 +1,19 @@
 /* em_lua_tensor.c — the tensor userdata: creation from C, argument checks,
  * and the metamethods (arithmetic, indexing, length, printing, GC). */
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "em_autograd.h"
 #include "em_lua.h"
 
 /* ---- push / check ---------------------------------------------------- */
+
+/* The tensor metatable of the state that opened the module last: comparing
+ * pointers is much cheaper than luaL_testudata's registry lookup, which stays
+ * the fallback for any other state. Its address is also the registry key
+ * under which the metatable is kept for em_lua_push. */
+static const void *tensor_mt_cache;
 
 void em_lua_gc_account(lua_State *L, size_t bytes) {
     size_t kb = bytes >> 10;
@@ -21,7 +28,11 @@ void em_lua_push(lua_State *L, em_tensor *t) {
     if (!t) em_lua_core_error(L);
     em_lua_tensor *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->t = t;
-    luaL_setmetatable(L, EM_TENSOR_MT);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &tensor_mt_cache) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        luaL_getmetatable(L, EM_TENSOR_MT);
+    }
+    lua_setmetatable(L, -2);
     /* Tell the GC about each storage's bytes once (views share them). */
     if (!t->storage->accounted) {
         t->storage->accounted = true;
@@ -38,13 +49,23 @@ int em_lua_arg_error(lua_State *L, int arg, const char *fname, const char *expec
     return luaL_error(L, "%s: bad argument #%d (expected %s, got %s)", fname, arg, expected, got);
 }
 
+
+static em_lua_tensor *test_udata(lua_State *L, int arg) {
+    void *p = lua_touserdata(L, arg);
+    if (!p || !lua_getmetatable(L, arg)) return NULL;
+    bool fast = lua_topointer(L, -1) == tensor_mt_cache;
+    lua_pop(L, 1);
+    if (fast) return p;
+    return luaL_testudata(L, arg, EM_TENSOR_MT);
+}
+
 em_tensor *em_lua_test(lua_State *L, int arg) {
-    em_lua_tensor *u = luaL_testudata(L, arg, EM_TENSOR_MT);
+    em_lua_tensor *u = test_udata(L, arg);
     return u ? u->t : NULL;
 }
 
 em_tensor *em_lua_check(lua_State *L, int arg, const char *fname) {
-    em_lua_tensor *u = luaL_testudata(L, arg, EM_TENSOR_MT);
+    em_lua_tensor *u = test_udata(L, arg);
     if (!u) em_lua_arg_error(L, arg, fname, "tensor");
     if (!u->t)
         luaL_error(L, "%s: bad argument #%d (the tensor was freed with free() or <close>)", fname,
@@ -367,6 +388,9 @@ void em_lua_open_tensor(lua_State *L) {
     int methods = lua_gettop(L);
     int module = methods - 1;
     luaL_newmetatable(L, EM_TENSOR_MT);
+    tensor_mt_cache = lua_topointer(L, -1);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &tensor_mt_cache);
     static const luaL_Reg meta[] = {
         {"__gc", mm_gc},     {"__close", mm_gc},   {"__tostring", mm_tostring},
         {"__len", mm_len},   {"__add", mm_add},    {"__sub", mm_sub},

@@ -51,6 +51,10 @@ static void *block_alloc(size_t bytes, int bucket) {
     }
     stats.misses++;
     void *p = NULL;
+    if (bucket < 0) { /* small: malloc's own alignment (16) is plenty */
+        p = malloc(bytes);
+        return p;
+    }
     if (posix_memalign(&p, EM_ALIGN, bytes) != 0) {
         /* Give the cache back to the system and try once more. */
         em_storage_cache_clear();
