@@ -38,31 +38,33 @@ $(BUILD)/.deps-ok: scripts/install_deps.sh
 	@mkdir -p $(BUILD) && touch $@
 
 # ---- build ---------------------------------------------------------------
+# Outputs are written to a temp name and renamed, so that two makes running
+# at once in one tree never leave a half-written object or archive.
 $(BUILD)/%.o: %.c | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MF $(@:.o=.d) -MT $@ -c $< -o $@.$$$$.tmp && mv -f $@.$$$$.tmp $@
 
 $(BUILD)/bindings/ember_main.o: bindings/ember_main.c | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(EDIT_CFLAGS) $(CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(EDIT_CFLAGS) $(CFLAGS) -MF $(@:.o=.d) -MT $@ -c $< -o $@.$$$$.tmp && mv -f $@.$$$$.tmp $@
 
 # The Lua half of the library is compiled into the binaries (package.preload),
 # so `require 'ember'` needs nothing but ember.so on package.cpath.
 $(BUILD)/gen/lua_modules.c: scripts/embed_lua.lua $(LUA_MODS) | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
-	lua5.4 scripts/embed_lua.lua $@ $(LUA_MODS)
+	lua5.4 scripts/embed_lua.lua $@.$$$$.tmp $(LUA_MODS) && mv -f $@.$$$$.tmp $@
 
 $(BUILD)/libember_core.a: $(CORE_OBJ)
-	ar rcs $@ $^
+	rm -f $@.$$$$.tmp && ar rcs $@.$$$$.tmp $^ && mv -f $@.$$$$.tmp $@
 
 $(BUILD)/ember.so: $(BIND_OBJ) $(BUILD)/libember_core.a
-	$(CC) -shared -o $@ $(BIND_OBJ) $(BUILD)/libember_core.a $(LDFLAGS) $(CORE_LIBS)
+	$(CC) -shared -o $@.$$$$.tmp $(BIND_OBJ) $(BUILD)/libember_core.a $(LDFLAGS) $(CORE_LIBS) && mv -f $@.$$$$.tmp $@
 
 $(BUILD)/ember: $(BUILD)/bindings/ember_main.o $(BIND_OBJ) $(BUILD)/libember_core.a
-	$(CC) -o $@ $^ $(LDFLAGS) $(CORE_LIBS) $(LUA_LIBS) $(EDIT_LIBS) -Wl,-E
+	$(CC) -o $@.$$$$.tmp $^ $(LDFLAGS) $(CORE_LIBS) $(LUA_LIBS) $(EDIT_LIBS) -Wl,-E && mv -f $@.$$$$.tmp $@
 
 $(BUILD)/test_core: $(TEST_C_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libember_core.a
-	$(CC) -o $@ $^ $(LDFLAGS) $(CORE_LIBS)
+	$(CC) -o $@.$$$$.tmp $^ $(LDFLAGS) $(CORE_LIBS) && mv -f $@.$$$$.tmp $@
 
 $(BUILD)/bench_matmul: $(BUILD)/scripts/bench_matmul.o $(BUILD)/libember_core.a
 	$(CC) -o $@ $^ $(LDFLAGS) $(CORE_LIBS)

@@ -133,7 +133,7 @@ void em_lua_push_tostring(lua_State *L, em_tensor *t) {
     luaL_addstring(&b, em_shape_str(shape, sizeof shape, t->ndim, t->shape));
     if (t->grad_fn) {
         luaL_addstring(&b, ", grad_fn=");
-        luaL_addstring(&b, t->grad_fn->op->name);
+        luaL_addstring(&b, em_node_name(t->grad_fn));
     } else if (t->requires_grad) {
         luaL_addstring(&b, ", requires_grad");
     }

@@ -319,7 +319,7 @@ static int mm_index(lua_State *L) {
             return 1;
         }
         if (!strcmp(key, "grad_fn")) {
-            if (u->t->grad_fn) lua_pushstring(L, u->t->grad_fn->op->name);
+            if (u->t->grad_fn) lua_pushstring(L, em_node_name(u->t->grad_fn));
             else lua_pushnil(L);
             return 1;
         }

@@ -125,6 +125,18 @@ void em_node_release(em_node *node) {
     if (stack != stack_small) free(stack);
 }
 
+const char *em_node_name(const em_node *node) {
+    static _Thread_local char buf[48];
+    const char *base = node->op->name;
+    if (node->op == &em_opdefs[EM_OP_unary]) base = em_unary_name((em_unary_op)node->iarg[0]);
+    else if (node->op == &em_opdefs[EM_OP_binary] || node->op == &em_opdefs[EM_OP_binary_scalar] ||
+             node->op == &em_opdefs[EM_OP_scalar_binary])
+        base = em_binary_name((em_binary_op)node->iarg[0]);
+    else if (node->op == &em_opdefs[EM_OP_reduce]) base = em_reduce_name((em_reduce_op)node->iarg[0]);
+    snprintf(buf, sizeof buf, "%s", base);
+    return buf;
+}
+
 int em_set_requires_grad(em_tensor *t, bool on) {
     if (t->grad_fn)
         return em_error_set("requires_grad: only a leaf tensor (not the result of an op) can be "
@@ -296,18 +308,18 @@ static int run_backward(em_tensor *root, em_tensor *grad, bool retain_graph, boo
         if (rc == EM_OK && n->freed)
             rc = em_error_set("backward: the graph through '%s' was already freed by an earlier "
                               "backward; pass retain_graph=true to the first backward",
-                              n->op->name);
+                              em_node_name(n));
         for (int s = 0; s < n->n_saved && rc == EM_OK; s++)
             if (n->saved[s] && n->saved[s]->storage->version != n->saved_version[s])
                 rc = em_error_set("backward: a tensor saved by '%s' was modified in place after "
-                                  "it was used; clone it before changing it", n->op->name);
+                                  "it was used; clone it before changing it", em_node_name(n));
         em_tensor *gin_small[8] = {0};
         em_tensor **gin = n->n_edges <= 8 ? gin_small : calloc((size_t)n->n_edges, sizeof *gin);
         if (rc == EM_OK && !gin) rc = em_error_set("backward: out of memory");
         if (rc == EM_OK && n->op->backward(n, g, gin) != EM_OK) {
             char msg[900];
             snprintf(msg, sizeof msg, "%s", em_error_message());
-            rc = em_error_set("backward of %s: %s", n->op->name, msg);
+            rc = em_error_set("backward of %s: %s", em_node_name(n), msg);
         }
         for (int i = 0; gin && i < n->n_edges; i++) {
             em_tensor *gi = gin[i];

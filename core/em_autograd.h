@@ -77,6 +77,9 @@ static inline bool em_edge_needs_grad(const em_node *n, int i) {
 
 void em_node_release(em_node *node);
 
+/* A readable name for the op that made a node: "mul", "sum", "conv2d". */
+const char *em_node_name(const em_node *node);
+
 /* Marks a leaf as requiring grad (error on a non-leaf). */
 int em_set_requires_grad(em_tensor *t, bool on);
 
