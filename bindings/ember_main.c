@@ -91,14 +91,14 @@ static void print_usage(FILE *out)
     "  -v, --version  print the version and exit\n"
     "  -h, --help     print this help and exit\n"
     "\n"
-    "Commands (provided by the Lua module ember.cli):\n"
-    "  run RECIPE [opts]     train or evaluate a recipe\n"
-    "  sample CKPT [opts]    draw samples from a trained model\n"
-    "  sweep RECIPE [opts]   run a hyper-parameter sweep\n"
+    "Commands (from the Lua module ember.cli; `%s COMMAND --help` for details):\n"
+    "  run RECIPE.lua [opts]    train a recipe, saving checkpoints in a run folder\n"
+    "  sample DIR [opts]        draw samples from a run folder's model\n"
+    "  sweep RECIPE.lua [opts]  run a recipe over a grid or random hyper-parameters\n"
     "\n"
     "Scripts see their arguments in the global table `arg` and as `...`.\n"
     "Ctrl-C raises the error \"interrupted\", which scripts may catch with pcall.\n",
-    progname, progname, progname);
+    progname, progname, progname, progname);
 }
 
 /* Prints "ember: msg" (or just msg when `prefixed` is 0) on stderr. */
@@ -441,14 +441,73 @@ static void raw_field(lua_State *L)
   lua_pushnil(L);
 }
 
+/* Whether the value at idx is the global table. */
+static int is_globals(lua_State *L, int idx)
+{
+  int same;
+  idx = lua_absindex(L, idx);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  same = lua_rawequal(L, idx, -1);
+  lua_pop(L, 1);
+  return same;
+}
+
+/* For an __index function (at fidx): adds the keys of the tables it closes over, such as
+ * the methods table of a C closure; _ENV and the global table are left out. */
+static void add_upvalue_tables(lua_State *L, int set, int fidx, const char *prefix,
+                               const char *stem, int functions_only)
+{
+  int i;
+  const char *name;
+  for (i = 1; (name = lua_getupvalue(L, fidx, i)) != NULL; i++) {
+    if (lua_type(L, -1) == LUA_TTABLE && strcmp(name, "_ENV") != 0 && !is_globals(L, -1))
+      add_matching_keys(L, set, lua_gettop(L), prefix, stem, functions_only);
+    lua_pop(L, 1);
+  }
+}
+
+/* Adds the names of modules under `path` (e.g. "ember" -> ember.optim) that are loaded
+ * or preloaded, so lazily loaded submodules complete before their first use. */
+static void add_module_names(lua_State *L, int set, const char *path, size_t pathlen,
+                             const char *stem)
+{
+  static const char *const tables[] = { LUA_LOADED_TABLE, LUA_PRELOAD_TABLE };
+  size_t slen = strlen(stem), t;
+  for (t = 0; t < 2; t++) {
+    if (lua_getfield(L, LUA_REGISTRYINDEX, tables[t]) == LUA_TTABLE) {
+      lua_pushnil(L);
+      while (lua_next(L, -2) != 0) {
+        size_t klen, seglen;
+        const char *key, *seg;
+        if (lua_type(L, -2) == LUA_TSTRING) {
+          key = lua_tolstring(L, -2, &klen);
+          seg = key + pathlen + 1;
+          if (klen > pathlen + 1 && memcmp(key, path, pathlen) == 0 && key[pathlen] == '.') {
+            seglen = strcspn(seg, ".");
+            if (seglen >= slen && memcmp(seg, stem, slen) == 0 && is_identifier(seg, seglen)) {
+              lua_pushlstring(L, key, pathlen + 1 + seglen);
+              lua_pushboolean(L, 1);
+              lua_rawset(L, set);
+            }
+          }
+        }
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+  }
+}
+
 /* Protected worker: returns a set (table of name -> true) of completions for the word
- * in argument 1, e.g. "pri" -> print, "ember.te" -> ember.tensor, "t:si" -> t:size. */
+ * in argument 1, e.g. "pri" -> print, "ember.te" -> ember.tensor, "t:si" -> t:size.
+ * Only reads tables (raw); never calls Lua code or loads modules. */
 static int collect_completions(lua_State *L)
 {
   const char *text = luaL_checkstring(L, 1);
   const char *dot = strrchr(text, '.'), *colon = strrchr(text, ':');
   const char *sep = (colon != NULL && (dot == NULL || colon > dot)) ? colon : dot;
-  int set, depth;
+  const char *p;
+  int set, depth, methods;
   lua_settop(L, 1);
   lua_newtable(L);
   set = lua_gettop(L);
@@ -466,31 +525,49 @@ static int collect_completions(lua_State *L)
     lua_settop(L, set);
     return 1;
   }
-  /* walk the path before the last separator: a.b.c */
-  {
-    const char *p = text;
-    while (p < sep) {
-      const char *end = p;
-      while (end < sep && *end != '.' && *end != ':')
-        end++;
-      if ((*end == ':' && end != sep) || !is_identifier(p, (size_t)(end - p))) {
-        lua_settop(L, set);  /* not a name path (a ':' can only come last): no matches */
-        return 1;
-      }
-      lua_pushlstring(L, p, (size_t)(end - p));
-      raw_field(L);
-      p = end + 1;
-    }
+  if (sep == text) {  /* "(expr):" or ".5": nothing to look up */
+    lua_settop(L, set);
+    return 1;
   }
+  /* walk the path before the last separator (a.b.c), falling back to package.loaded */
+  for (p = text; p < sep; ) {
+    const char *end = p;
+    while (end < sep && *end != '.' && *end != ':')
+      end++;
+    if ((*end == ':' && end != sep) || !is_identifier(p, (size_t)(end - p))) {
+      lua_settop(L, set);  /* not a name path (a ':' can only come last): no matches */
+      return 1;
+    }
+    lua_pushlstring(L, p, (size_t)(end - p));
+    raw_field(L);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+      lua_pushlstring(L, text, (size_t)(end - text));
+      lua_rawget(L, -2);
+      lua_remove(L, -2);
+    }
+    p = end + 1;
+  }
+  methods = *sep == ':';
+  if (!methods)
+    add_module_names(L, set, text, (size_t)(sep - text), sep + 1);
   /* the prefix text to keep, including the separator */
   lua_pushlstring(L, text, (size_t)(sep - text) + 1);
   lua_insert(L, set + 1);  /* stack: set prefix value */
   for (depth = 0; depth < 32; depth++) {
     if (lua_type(L, -1) == LUA_TTABLE)
-      add_matching_keys(L, set, lua_gettop(L), lua_tostring(L, set + 1), sep + 1,
-                        *sep == ':');
-    if (!step_to_index_table(L))
+      add_matching_keys(L, set, lua_gettop(L), lua_tostring(L, set + 1), sep + 1, methods);
+    if (!lua_getmetatable(L, -1))
       break;
+    lua_pushliteral(L, "__index");
+    lua_rawget(L, -2);
+    if (lua_type(L, -1) == LUA_TFUNCTION)
+      add_upvalue_tables(L, set, lua_gettop(L), lua_tostring(L, set + 1), sep + 1, methods);
+    if (lua_type(L, -1) != LUA_TTABLE)
+      break;
+    lua_replace(L, -3);  /* the __index table takes the value's place */
+    lua_pop(L, 1);       /* the metatable */
   }
   lua_settop(L, set);
   return 1;
@@ -1040,6 +1117,7 @@ static int protected_main(lua_State *L)
 
   if (argc >= 2 && is_subcommand(argv[1])) {
     open_libraries(L);
+    install_sigint_handler();
     lua_pushinteger(L, run_subcommand(L, argc, argv));
     return 1;
   }
