@@ -6,8 +6,9 @@ CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O3 -march=x86-64-v2 -mtune=generic
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp \
-           -MMD -MP
+# Flags every build needs; CFLAGS (optimisation, sanitizers) may be overridden.
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp
+DEPFLAGS = -MMD -MP
 CPPFLAGS += -Icore -Ibindings $(shell pkg-config --cflags lua5.4 2>/dev/null) \
             -I/usr/include/x86_64-linux-gnu/openblas-openmp -I/usr/include/stb
 LDFLAGS ?=
@@ -42,11 +43,11 @@ $(BUILD)/.deps-ok: scripts/install_deps.sh
 # at once in one tree never leave a half-written object or archive.
 $(BUILD)/%.o: %.c | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -MF $(@:.o=.d) -MT $@ -c $< -o $@.$$$$.tmp && mv -f $@.$$$$.tmp $@
+	$(CC) $(CPPFLAGS) $(BASE_CFLAGS) $(CFLAGS) $(DEPFLAGS) -MF $(@:.o=.d) -MT $@ -c $< -o $@.$$$$.tmp && mv -f $@.$$$$.tmp $@
 
 $(BUILD)/bindings/ember_main.o: bindings/ember_main.c | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(EDIT_CFLAGS) $(CFLAGS) -MF $(@:.o=.d) -MT $@ -c $< -o $@.$$$$.tmp && mv -f $@.$$$$.tmp $@
+	$(CC) $(CPPFLAGS) $(EDIT_CFLAGS) $(BASE_CFLAGS) $(CFLAGS) $(DEPFLAGS) -MF $(@:.o=.d) -MT $@ -c $< -o $@.$$$$.tmp && mv -f $@.$$$$.tmp $@
 
 # The Lua half of the library is compiled into the binaries (package.preload),
 # so `require 'ember'` needs nothing but ember.so on package.cpath.

@@ -1,0 +1,260 @@
+-- ember.losses — losses for classifiers, VAEs and GANs.
+--
+-- Every loss takes an options table {reduction = 'mean' | 'sum' | 'none'}
+-- (default 'mean'). BCE-with-logits, cross-entropy and NLL are fused C kernels
+-- (numerically stable, one pass); the rest are compositions of differentiable
+-- ops, so every loss can be differentiated twice (gradient penalties).
+--
+--   local losses = require 'ember.losses'
+--   local loss = losses.cross_entropy(logits, labels)        -- labels 1..K
+--   local rec = -losses.log_bernoulli(x, logits, {reduction = 'none'})
+--   local kl = losses.kl_normal(mu, logvar, {reduction = 'none'})
+--   local gan = losses.adversarial('non_saturating')
+--   local d_loss = gan.d_loss(D(real), D(fake:detach())); local g_loss = gan.g_loss(D(fake))
+local ember = require 'ember'
+local K = ember._optim_kernels
+
+local losses = {}
+
+local LOG_2PI = math.log(2 * math.pi)
+
+-- ---- argument checks -------------------------------------------------------
+
+local function check_tensor(fname, arg, name, v)
+  if not ember.is_tensor(v) then
+    error(('%s: bad argument #%d \'%s\' (expected tensor, got %s)'):format(fname, arg, name, type(v)), 3)
+  end
+end
+
+local function shape_str(t)
+  return '[' .. table.concat(t:shape(), ' x ') .. ']'
+end
+
+local function check_same_shape(fname, na, a, nb, b)
+  local sa, sb = a:shape(), b:shape()
+  local same = #sa == #sb
+  for i = 1, #sa do same = same and sa[i] == sb[i] end
+  if not same then
+    error(('%s: %s %s and %s %s must have the same shape'):format(fname, na, shape_str(a), nb, shape_str(b)), 3)
+  end
+end
+
+-- The reduction named by opts (checked), and opts' keys checked against `allowed`.
+local function reduction_of(fname, opts, allowed)
+  if opts == nil then return 'mean' end
+  if type(opts) ~= 'table' then
+    error(('%s: bad options (expected a table like {reduction = \'sum\'}, got %s)'):format(fname, type(opts)), 3)
+  end
+  for k in pairs(opts) do
+    local ok = false
+    for _, a in ipairs(allowed or { 'reduction' }) do ok = ok or k == a end
+    if not ok then
+      error(('%s: unknown option \'%s\' (expected %s)'):format(fname, tostring(k),
+        table.concat(allowed or { 'reduction' }, ', ')), 3)
+    end
+  end
+  local r = opts.reduction or 'mean'
+  if r ~= 'mean' and r ~= 'sum' and r ~= 'none' then
+    error(('%s: bad reduction \'%s\' (expected \'mean\', \'sum\' or \'none\')'):format(fname, tostring(r)), 3)
+  end
+  return r
+end
+
+local function reduce(values, reduction)
+  if reduction == 'mean' then return values:mean() end
+  if reduction == 'sum' then return values:sum() end
+  return values
+end
+
+-- ---- regression and binary losses -------------------------------------------
+
+--- mse(pred, target [, opts]): (pred - target)^2, reduced.
+function losses.mse(pred, target, opts)
+  check_tensor('mse', 1, 'pred', pred)
+  check_tensor('mse', 2, 'target', target)
+  check_same_shape('mse', 'pred', pred, 'target', target)
+  return reduce((pred - target):square(), reduction_of('mse', opts))
+end
+
+--- l1(pred, target [, opts]): |pred - target|, reduced.
+function losses.l1(pred, target, opts)
+  check_tensor('l1', 1, 'pred', pred)
+  check_tensor('l1', 2, 'target', target)
+  check_same_shape('l1', 'pred', pred, 'target', target)
+  return reduce((pred - target):abs(), reduction_of('l1', opts))
+end
+
+--- bce(prob, target [, opts]): -(t log p + (1 - t) log(1 - p)) for probabilities
+-- p in [0, 1], each log clamped at -100 as PyTorch does (so p = 0 or 1 stays
+-- finite). Prefer bce_with_logits: it is exact where this one clamps.
+function losses.bce(prob, target, opts)
+  check_tensor('bce', 1, 'prob', prob)
+  check_tensor('bce', 2, 'target', target)
+  check_same_shape('bce', 'prob', prob, 'target', target)
+  local reduction = reduction_of('bce', opts)
+  if prob:numel() > 0 then
+    local lo, hi = prob:min():item(), prob:max():item()
+    if not (lo >= 0 and hi <= 1) then
+      error(('bce: prob must hold probabilities in [0, 1], got values in [%g, %g] (use bce_with_logits on logits)'):format(lo, hi), 2)
+    end
+  end
+  local log_p = prob:log():clamp(-100)
+  local log_q = (1 - prob):log():clamp(-100)
+  return reduce(-(target * log_p + (1 - target) * log_q), reduction)
+end
+
+--- bce_with_logits(logits, target [, opts]): BCE of sigmoid(logits), computed
+-- stably as max(x, 0) - x t + log1p(exp(-|x|)) (finite for any finite logit).
+losses.bce_with_logits = K.bce_with_logits
+
+-- ---- classification ------------------------------------------------------------
+
+--- cross_entropy(logits [N x K], labels [N] [, opts]): log-softmax + NLL in one
+-- kernel. labels: a tensor or table of class indices 1..K. opts: reduction,
+-- label_smoothing (in [0, 1]), weight (a [K] tensor of class weights; the
+-- mean is then divided by the summed weights of the labels, as PyTorch does).
+losses.cross_entropy = K.cross_entropy
+
+--- nll(logprobs [N x K], labels [N] [, opts]): -logprobs[i, labels[i]], reduced.
+-- opts: reduction, weight.
+losses.nll = K.nll
+
+-- ---- Gaussians (VAEs) ----------------------------------------------------------------
+
+--- kl_normal(mu, logvar [, mu2, logvar2] [, opts]): KL(N(mu, exp(logvar)) || N(0, I)),
+-- or against N(mu2, exp(logvar2)), for diagonal Gaussians; summed over the last
+-- dim, then reduced over the rest (the batch) by opts.reduction.
+function losses.kl_normal(mu, logvar, mu2, logvar2, opts)
+  if type(mu2) == 'table' and not ember.is_tensor(mu2) then opts, mu2 = mu2, nil end
+  check_tensor('kl_normal', 1, 'mu', mu)
+  check_tensor('kl_normal', 2, 'logvar', logvar)
+  check_same_shape('kl_normal', 'mu', mu, 'logvar', logvar)
+  local reduction = reduction_of('kl_normal', opts)
+  local terms
+  if mu2 == nil and logvar2 == nil then
+    -- -0.5 (1 + logvar - mu^2 - exp(logvar))
+    terms = (mu:square() + logvar:exp() - logvar - 1) * 0.5
+  else
+    check_tensor('kl_normal', 3, 'mu2', mu2)
+    check_tensor('kl_normal', 4, 'logvar2', logvar2)
+    check_same_shape('kl_normal', 'mu', mu, 'mu2', mu2)
+    check_same_shape('kl_normal', 'logvar', logvar, 'logvar2', logvar2)
+    -- 0.5 (logvar2 - logvar + (exp(logvar) + (mu - mu2)^2) / exp(logvar2) - 1)
+    local ratio = (logvar:exp() + (mu - mu2):square()) * (-logvar2):exp()
+    terms = (logvar2 - logvar + ratio - 1) * 0.5
+  end
+  if mu:dim() == 0 then return reduce(terms, reduction) end
+  return reduce(terms:sum(-1), reduction)
+end
+
+--- reparameterize(mu, logvar): mu + exp(0.5 logvar) * eps, with eps ~ N(0, I)
+-- drawn from the shared generator (ember.manual_seed makes it repeatable).
+function losses.reparameterize(mu, logvar)
+  check_tensor('reparameterize', 1, 'mu', mu)
+  check_tensor('reparameterize', 2, 'logvar', logvar)
+  check_same_shape('reparameterize', 'mu', mu, 'logvar', logvar)
+  local eps = ember.randn(mu:shape())
+  return mu + (logvar * 0.5):exp() * eps
+end
+
+--- gaussian_nll(x, mu, logvar [, opts]): -log N(x; mu, exp(logvar)) =
+-- 0.5 (log 2pi + logvar + (x - mu)^2 / exp(logvar)), summed over the last dim,
+-- then reduced over the batch. mu and logvar may broadcast to x's shape
+-- (e.g. one learned log-variance).
+function losses.gaussian_nll(x, mu, logvar, opts)
+  check_tensor('gaussian_nll', 1, 'x', x)
+  check_tensor('gaussian_nll', 2, 'mu', mu)
+  check_tensor('gaussian_nll', 3, 'logvar', logvar)
+  local reduction = reduction_of('gaussian_nll', opts)
+  local ok, terms = pcall(function()
+    return ((x - mu):square() * (-logvar):exp() + logvar + LOG_2PI) * 0.5
+  end)
+  if not ok then
+    error(('gaussian_nll: x %s, mu %s and logvar %s do not broadcast together'):format(
+      shape_str(x), shape_str(mu), shape_str(logvar)), 2)
+  end
+  check_same_shape('gaussian_nll', 'x', x, 'the broadcast of mu and logvar', terms)
+  if x:dim() == 0 then return reduce(terms, reduction) end
+  return reduce(terms:sum(-1), reduction)
+end
+
+--- log_bernoulli(x, logits [, opts]): log p(x) of x in [0, 1] under Bernoulli
+-- (sigmoid(logits)) — x logits - softplus(logits) — summed over the last dim,
+-- then reduced over the batch. A log-likelihood: negate it for a loss.
+function losses.log_bernoulli(x, logits, opts)
+  check_tensor('log_bernoulli', 1, 'x', x)
+  check_tensor('log_bernoulli', 2, 'logits', logits)
+  check_same_shape('log_bernoulli', 'x', x, 'logits', logits)
+  local reduction = reduction_of('log_bernoulli', opts)
+  local ll = -K.bce_with_logits(logits, x, { reduction = 'none' })
+  if x:dim() == 0 then return reduce(ll, reduction) end
+  return reduce(ll:sum(-1), reduction)
+end
+
+-- ---- adversarial losses ---------------------------------------------------------------
+
+-- Each kind: d(real, fake) and g(fake) on the discriminator's raw outputs
+-- (logits), as elementwise terms; the reduction (mean or sum) folds each term.
+local adversarial_kinds = {
+  -- D maximises log D(x) + log(1 - D(G(z))); G minimises log(1 - D(G(z))).
+  minimax = {
+    d = function(real, fake, r) return r(ember.softplus(-real)) + r(ember.softplus(fake)) end,
+    g = function(fake, r) return -r(ember.softplus(fake)) end,
+  },
+  -- the same D; G maximises log D(G(z)) (strong gradients early on).
+  non_saturating = {
+    d = function(real, fake, r) return r(ember.softplus(-real)) + r(ember.softplus(fake)) end,
+    g = function(fake, r) return r(ember.softplus(-fake)) end,
+  },
+  -- LSGAN: D pushes real to 1 and fake to 0, G pushes fake to 1 (squared errors / 2).
+  least_squares = {
+    d = function(real, fake, r) return r((real - 1):square() * 0.5) + r(fake:square() * 0.5) end,
+    g = function(fake, r) return r((fake - 1):square() * 0.5) end,
+  },
+  -- hinge: max(0, 1 - D(x)) + max(0, 1 + D(G(z))); G minimises -D(G(z)).
+  hinge = {
+    d = function(real, fake, r) return r((1 - real):relu()) + r((fake + 1):relu()) end,
+    g = function(fake, r) return -r(fake) end,
+  },
+  -- WGAN critic: D(G(z)) - D(x); G minimises -D(G(z)). Needs a Lipschitz
+  -- constraint: optim.clip_weights_(critic_params, 0.01) after each D step.
+  wasserstein = {
+    d = function(real, fake, r) return r(fake) - r(real) end,
+    g = function(fake, r) return -r(fake) end,
+  },
+}
+
+--- adversarial(kind [, opts]) -> {d_loss = function(real_logits, fake_logits),
+-- g_loss = function(fake_logits)}. kind: 'minimax', 'non_saturating',
+-- 'least_squares', 'hinge' or 'wasserstein'. opts.reduction: 'mean' (default)
+-- or 'sum', applied to each of the real and fake terms.
+function losses.adversarial(kind, opts)
+  local spec = adversarial_kinds[kind]
+  if not spec then
+    local names = {}
+    for k in pairs(adversarial_kinds) do names[#names + 1] = "'" .. k .. "'" end
+    table.sort(names)
+    error(('adversarial: unknown kind %s (expected %s)'):format(
+      type(kind) == 'string' and "'" .. kind .. "'" or tostring(kind), table.concat(names, ', ')), 2)
+  end
+  local reduction = reduction_of('adversarial', opts)
+  if reduction == 'none' then
+    error("adversarial: reduction 'none' is not supported (d_loss adds a real and a fake term; use 'mean' or 'sum')", 2)
+  end
+  local function r(t) return reduction == 'sum' and t:sum() or t:mean() end
+  local d_name, g_name = kind .. ' d_loss', kind .. ' g_loss'
+  return {
+    kind = kind,
+    d_loss = function(real_logits, fake_logits)
+      check_tensor(d_name, 1, 'real_logits', real_logits)
+      check_tensor(d_name, 2, 'fake_logits', fake_logits)
+      return spec.d(real_logits, fake_logits, r)
+    end,
+    g_loss = function(fake_logits)
+      check_tensor(g_name, 1, 'fake_logits', fake_logits)
+      return spec.g(fake_logits, r)
+    end,
+  }
+end
+
+return losses
