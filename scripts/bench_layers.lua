@@ -1,0 +1,65 @@
+-- bench_layers.lua — layer speed as a fraction of the machine's sgemm rate
+-- measured in this same run: Linear forward+backward on [128 x 784] @ [784 x 400]
+-- (target >= 0.7) and Conv2d(64->128, k4, s2, p1) on [64 x 64 x 14 x 14]
+-- forward+backward (target >= 0.5). Medians of repeats.
+local ember = require 'ember'
+local clock = ember._clock
+
+local function median(xs)
+  table.sort(xs)
+  return xs[(#xs + 1) // 2]
+end
+
+-- Median seconds of fn() over reps runs, after two warm-ups.
+local function time(fn, reps)
+  fn(); fn()
+  local ts = {}
+  for r = 1, reps do
+    local t0 = clock()
+    fn()
+    ts[r] = clock() - t0
+  end
+  return median(ts)
+end
+
+ember.manual_seed(0)
+local ceiling = ember._sgemm_gflops(1024, 1024, 1024, 7)
+print(('sgemm ceiling (1024^3, this run): %.1f GFLOP/s'):format(ceiling))
+
+-- Linear: y = x W^T + b, then dL/dx, dL/dW, dL/db: three gemms of 2*128*784*400 flops.
+do
+  local x = ember.randn(128, 784):requires_grad()
+  local w = (ember.randn(400, 784) * 0.03):requires_grad()
+  local b = ember.zeros(400):requires_grad()
+  local g = ember.randn(128, 400)
+  local flops = 3 * 2 * 128 * 784 * 400
+  local t = time(function()
+    x.grad, w.grad, b.grad = nil, nil, nil
+    local y = ember.linear(x, w, b)
+    y:backward(g)
+  end, 51)
+  local gf = flops / t / 1e9
+  local same_shape = ember._sgemm_gflops(128, 400, 784, 51)
+  print(('Linear [128 x 784] @ [784 x 400] fwd+bwd: %.3f ms, %.1f GFLOP/s = %.2f of the ceiling (target >= 0.7); sgemm at this shape: %.1f GFLOP/s')
+    :format(t * 1e3, gf, gf / ceiling, same_shape))
+end
+
+-- Conv2d(64 -> 128, k4, s2, p1) on [64 x 64 x 14 x 14]: output [64 x 128 x 7 x 7].
+if ember.conv2d then
+  local x = ember.randn(64, 64, 14, 14):requires_grad()
+  local w = (ember.randn(128, 64, 4, 4) * 0.02):requires_grad()
+  local b = ember.zeros(128):requires_grad()
+  local g = ember.randn(64, 128, 7, 7)
+  local macs = 64 * 128 * 7 * 7 * 64 * 4 * 4
+  local flops = 3 * 2 * macs
+  local t = time(function()
+    x.grad, w.grad, b.grad = nil, nil, nil
+    local y = ember.conv2d(x, w, b, { stride = 2, padding = 1 })
+    y:backward(g)
+  end, 21)
+  local gf = flops / t / 1e9
+  print(('Conv2d(64->128, k4, s2, p1) on [64 x 64 x 14 x 14] fwd+bwd: %.2f ms, %.1f GFLOP/s = %.2f of the ceiling (target >= 0.5)')
+    :format(t * 1e3, gf, gf / ceiling))
+else
+  print('Conv2d: not built yet')
+end
