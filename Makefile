@@ -90,6 +90,7 @@ data: all
 	@sh datasets/prepare.sh
 
 fuzz: all
+	@sh scripts/install_deps.sh clang libclang-rt-14-dev
 	@sh scripts/fuzz.sh
 
 clean:
