@@ -87,6 +87,7 @@ bench: all $(BUILD)/bench_matmul
 	@sh scripts/bench.sh $(BUILD)
 
 data: all
+	@command -v npm >/dev/null 2>&1 || sh scripts/install_deps.sh npm
 	@sh datasets/prepare.sh
 
 fuzz: all
