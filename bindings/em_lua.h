@@ -55,5 +55,6 @@ void em_lua_open_optim(lua_State *L, int module, int methods); /* em_lua_optim.c
 void em_lua_open_io(lua_State *L, int module, int methods);    /* em_lua_io.c: checkpoints */
 void em_lua_open_data(lua_State *L, int module, int methods);  /* em_lua_data.c: IDX, images */
 void em_lua_open_bench(lua_State *L, int module, int methods); /* em_lua_bench.c: timing probes */
+void em_lua_open_linalg(lua_State *L, int module, int methods); /* em_lua_linalg.c: eigen etc. */
 
 #endif
