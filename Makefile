@@ -59,7 +59,7 @@ $(BUILD)/libember_core.a: $(CORE_OBJ)
 	rm -f $@.$$$$.tmp && ar rcs $@.$$$$.tmp $^ && mv -f $@.$$$$.tmp $@
 
 $(BUILD)/ember.so: $(BIND_OBJ) $(BUILD)/libember_core.a
-	$(CC) -shared -o $@.$$$$.tmp $(BIND_OBJ) $(BUILD)/libember_core.a $(LDFLAGS) $(CORE_LIBS) && mv -f $@.$$$$.tmp $@
+	$(CC) -shared -Wl,-z,nodelete -o $@.$$$$.tmp $(BIND_OBJ) $(BUILD)/libember_core.a $(LDFLAGS) $(CORE_LIBS) && mv -f $@.$$$$.tmp $@
 
 $(BUILD)/ember: $(BUILD)/bindings/ember_main.o $(BIND_OBJ) $(BUILD)/libember_core.a
 	$(CC) -o $@.$$$$.tmp $^ $(LDFLAGS) $(CORE_LIBS) $(LUA_LIBS) $(EDIT_LIBS) -Wl,-E && mv -f $@.$$$$.tmp $@

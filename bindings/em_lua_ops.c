@@ -129,6 +129,22 @@ static int lf_full_like(lua_State *L) { return like(L, "full_like", 4); }
 
 /* ---- inspection ------------------------------------------------------ */
 
+/* A shape table prints as {2, 3} (a plain table otherwise). */
+static int shape_tostring(lua_State *L) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addchar(&b, '{');
+    lua_Integer n = luaL_len(L, 1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, 1, i);
+        luaL_addvalue(&b); /* luaL_addvalue converts the number to text */
+        if (i < n) luaL_addstring(&b, ", ");
+    }
+    luaL_addchar(&b, '}');
+    luaL_pushresult(&b);
+    return 1;
+}
+
 static int lf_shape(lua_State *L) {
     em_tensor *t = em_lua_check(L, 1, "shape");
     lua_createtable(L, t->ndim, 0);
@@ -136,6 +152,11 @@ static int lf_shape(lua_State *L) {
         lua_pushinteger(L, t->shape[i]);
         lua_rawseti(L, -2, i + 1);
     }
+    if (luaL_newmetatable(L, "ember.Shape")) {
+        lua_pushcfunction(L, shape_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_setmetatable(L, -2);
     return 1;
 }
 static int lf_size(lua_State *L) {
@@ -229,7 +250,9 @@ static int lf_view(lua_State *L) {
             lua_pop(L, 1);
         }
     } else {
-        for (int i = 2; i <= lua_gettop(L) && n < EM_MAX_DIMS; i++) s[n++] = em_lua_check_integer(L, i, "view");
+        if (lua_gettop(L) - 1 > EM_MAX_DIMS)
+            return luaL_error(L, "view: at most %d sizes, got %d", EM_MAX_DIMS, lua_gettop(L) - 1);
+        for (int i = 2; i <= lua_gettop(L); i++) s[n++] = em_lua_check_integer(L, i, "view");
     }
     em_lua_push(L, em_view(t, n, s));
     return 1;
@@ -247,7 +270,9 @@ static int lf_reshape(lua_State *L) {
             lua_pop(L, 1);
         }
     } else {
-        for (int i = 2; i <= lua_gettop(L) && n < EM_MAX_DIMS; i++) s[n++] = em_lua_check_integer(L, i, "reshape");
+        if (lua_gettop(L) - 1 > EM_MAX_DIMS)
+            return luaL_error(L, "reshape: at most %d sizes, got %d", EM_MAX_DIMS, lua_gettop(L) - 1);
+        for (int i = 2; i <= lua_gettop(L); i++) s[n++] = em_lua_check_integer(L, i, "reshape");
     }
     em_lua_push(L, em_reshape(t, n, s));
     return 1;
@@ -257,13 +282,16 @@ static int lf_permute(lua_State *L) {
     int dims[EM_MAX_DIMS], n = 0;
     if (lua_istable(L, 2)) {
         lua_Integer len = luaL_len(L, 2);
-        for (int i = 1; i <= len && n < EM_MAX_DIMS; i++) {
+        if (len > EM_MAX_DIMS) return luaL_error(L, "permute: at most %d dims", EM_MAX_DIMS);
+        for (int i = 1; i <= len; i++) {
             lua_geti(L, 2, i);
             dims[n++] = em_lua_check_dim(L, -1, "permute");
             lua_pop(L, 1);
         }
     } else {
-        for (int i = 2; i <= lua_gettop(L) && n < EM_MAX_DIMS; i++) dims[n++] = em_lua_check_dim(L, i, "permute");
+        if (lua_gettop(L) - 1 > EM_MAX_DIMS)
+            return luaL_error(L, "permute: at most %d dims, got %d", EM_MAX_DIMS, lua_gettop(L) - 1);
+        for (int i = 2; i <= lua_gettop(L); i++) dims[n++] = em_lua_check_dim(L, i, "permute");
     }
     if (n != t->ndim)
         return luaL_error(L, "permute: expected %d dims for a tensor of %d dims, got %d", t->ndim,
@@ -317,13 +345,16 @@ static int lf_expand(lua_State *L) {
     int n = 0;
     if (lua_istable(L, 2)) {
         lua_Integer len = luaL_len(L, 2);
-        for (int i = 1; i <= len && n < EM_MAX_DIMS; i++) {
+        if (len > EM_MAX_DIMS) return luaL_error(L, "expand: at most %d sizes", EM_MAX_DIMS);
+        for (int i = 1; i <= len; i++) {
             lua_geti(L, 2, i);
             s[n++] = em_lua_check_integer(L, -1, "expand");
             lua_pop(L, 1);
         }
     } else {
-        for (int i = 2; i <= lua_gettop(L) && n < EM_MAX_DIMS; i++) s[n++] = em_lua_check_integer(L, i, "expand");
+        if (lua_gettop(L) - 1 > EM_MAX_DIMS)
+            return luaL_error(L, "expand: at most %d sizes, got %d", EM_MAX_DIMS, lua_gettop(L) - 1);
+        for (int i = 2; i <= lua_gettop(L); i++) s[n++] = em_lua_check_integer(L, i, "expand");
     }
     em_lua_push(L, em_expand(t, n, s));
     return 1;
@@ -629,6 +660,9 @@ static em_tensor **table_tensors(lua_State *L, int arg, const char *fname, int *
     for (lua_Integer i = 1; i <= len; i++) {
         lua_geti(L, arg, i);
         em_tensor *t = em_lua_test(L, -1);
+        if (!t && luaL_testudata(L, -1, EM_TENSOR_MT))
+            luaL_error(L, "%s: bad argument #%d (item %d: the tensor was freed with free() or "
+                       "<close>)", fname, arg, (int)i);
         if (!t) luaL_error(L, "%s: bad argument #%d (item %d: expected tensor, got %s)", fname, arg,
                            (int)i, luaL_typename(L, -1));
         ts[i - 1] = t;
@@ -639,15 +673,19 @@ static em_tensor **table_tensors(lua_State *L, int arg, const char *fname, int *
 }
 static int lf_cat(lua_State *L) {
     int n;
-    em_tensor **ts = table_tensors(L, 1, "cat", &n);
+    /* the dim first: table_tensors pushes its array above the arguments */
     int d = em_lua_opt_dim(L, 2, "cat", 0);
+    lua_settop(L, 2);
+    em_tensor **ts = table_tensors(L, 1, "cat", &n);
     em_lua_push(L, em_cat(n, ts, d));
     return 1;
 }
 static int lf_stack(lua_State *L) {
     int n;
-    em_tensor **ts = table_tensors(L, 1, "stack", &n);
+    /* the dim first: table_tensors pushes its array above the arguments */
     int d = em_lua_opt_dim(L, 2, "stack", 0);
+    lua_settop(L, 2);
+    em_tensor **ts = table_tensors(L, 1, "stack", &n);
     em_lua_push(L, em_stack(n, ts, d));
     return 1;
 }
@@ -750,6 +788,8 @@ static int lf_backward(lua_State *L) {
     if (em_lua_test(L, 2)) {
         g = em_lua_test(L, 2);
         opts = 3;
+    } else if (lua_isnil(L, 2) && lua_istable(L, 3)) { /* backward(nil, {options}) */
+        opts = 3;
     } else if (!lua_isnoneornil(L, 2) && !lua_istable(L, 2)) {
         return em_lua_arg_error(L, 2, "backward", "gradient tensor or options table");
     }
@@ -761,11 +801,15 @@ static int lf_backward(lua_State *L) {
 static int lf_grad(lua_State *L) {
     em_tensor *out = em_lua_check(L, 1, "grad");
     int n;
+    lua_settop(L, 3); /* the options stay at 3, whatever table_tensors pushes */
     em_tensor **ins = table_tensors(L, 2, "grad", &n);
     em_tensor *g = NULL;
     if (lua_istable(L, 3)) {
         lua_getfield(L, 3, "grad");
         g = em_lua_test(L, -1);
+        if (!g && !lua_isnil(L, -1))
+            return luaL_error(L, "grad: option 'grad' must be a tensor, got %s",
+                              luaL_typename(L, -1));
         lua_pop(L, 1);
     }
     em_tensor **grads = lua_newuserdatauv(L, (size_t)n * sizeof *grads, 0);

@@ -1,11 +1,13 @@
 /* em_lua_tensor.c — the tensor userdata: creation from C, argument checks,
  * and the metamethods (arithmetic, indexing, length, printing, GC). */
+#include <dlfcn.h>
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
 
 #include "em_autograd.h"
 #include "em_lua.h"
+#include "em_storage.h"
 
 /* ---- push / check ---------------------------------------------------- */
 
@@ -15,9 +17,27 @@
  * under which the metatable is kept for em_lua_push. */
 static const void *tensor_mt_cache;
 
+/* Tensor bytes alive after the last full collection run below (tracked down
+ * as storages are freed), and the growth over it that triggers the next. */
+static size_t gc_base_bytes;
+#define EM_GC_MIN_GROWTH ((size_t)64 << 20)
+
 void em_lua_gc_account(lua_State *L, size_t bytes) {
     size_t kb = bytes >> 10;
+    /* Incremental mode: the debt makes the collector work in step with the
+     * tensors' real size. */
     if (kb > 0) lua_gc(L, LUA_GCSTEP, (int)(kb > 1000000 ? 1000000 : kb));
+    /* Generational mode (lua5.4's default) ignores that debt for old objects,
+     * and a tensor that lives across one allocation is already old: so once
+     * live tensor bytes have grown well past what the last full collection
+     * left, collect fully (cheap: the Lua heap itself is small). */
+    size_t live = em_storage_cache_stats().live_bytes;
+    if (live < gc_base_bytes) gc_base_bytes = live;
+    size_t growth = gc_base_bytes / 2 > EM_GC_MIN_GROWTH ? gc_base_bytes / 2 : EM_GC_MIN_GROWTH;
+    if (live > gc_base_bytes + growth && lua_gc(L, LUA_GCISRUNNING)) {
+        lua_gc(L, LUA_GCCOLLECT);
+        gc_base_bytes = em_storage_cache_stats().live_bytes;
+    }
 }
 
 int em_lua_core_error(lua_State *L) {
@@ -122,8 +142,8 @@ int em_lua_check_shape(lua_State *L, int arg, const char *fname, int64_t *shape)
                 luaL_error(L, "%s: bad argument #%d (size %d must be an integer, got %s)", fname,
                            arg, i, luaL_typename(L, -1));
             if (v < 0)
-                luaL_error(L, "%s: bad argument #%d (size %d must be >= 0, got %lld)", fname, arg,
-                           i, (long long)v);
+                luaL_error(L, "%s: bad argument #%d (size %d must be >= 0, got %I)", fname, arg,
+                           i, (lua_Integer)v);
             shape[n++] = v;
             lua_pop(L, 1);
         }
@@ -136,8 +156,8 @@ int em_lua_check_shape(lua_State *L, int arg, const char *fname, int64_t *shape)
             luaL_error(L, "%s: a shape has at most %d sizes", fname, EM_MAX_DIMS);
         lua_Integer v = em_lua_check_integer(L, i, fname);
         if (v < 0)
-            luaL_error(L, "%s: bad argument #%d (size must be >= 0, got %lld)", fname, i,
-                       (long long)v);
+            luaL_error(L, "%s: bad argument #%d (size must be >= 0, got %I)", fname, i,
+                       (lua_Integer)v);
         shape[n++] = v;
     }
     if (n == 0 && !lua_isnoneornil(L, arg))
@@ -290,8 +310,8 @@ static int index_int(lua_State *L, em_tensor *t, lua_Integer i) {
     int64_t n = t->shape[0];
     int64_t k = i > 0 ? i - 1 : n + i;
     if (i == 0 || k < 0 || k >= n)
-        return luaL_error(L, "index: index %lld out of range for dim 1 of size %lld (expected 1..%lld)",
-                          (long long)i, (long long)n, (long long)n);
+        return luaL_error(L, "index: index %I out of range for dim 1 of size %I (expected 1..%I)",
+                          (lua_Integer)i, (lua_Integer)n, (lua_Integer)n);
     if (t->ndim == 1) {
         lua_pushnumber(L, em_tensor_data(t)[k * t->strides[0]]);
         return 1;
@@ -350,8 +370,8 @@ static int mm_newindex(lua_State *L) {
     if (t->ndim == 0) return luaL_error(L, "newindex: cannot index a 0-dim tensor");
     int64_t n = t->shape[0], k = i > 0 ? i - 1 : n + i;
     if (i == 0 || k < 0 || k >= n)
-        return luaL_error(L, "newindex: index %lld out of range for dim 1 of size %lld (expected 1..%lld)",
-                          (long long)i, (long long)n, (long long)n);
+        return luaL_error(L, "newindex: index %I out of range for dim 1 of size %I (expected 1..%I)",
+                          (lua_Integer)i, (lua_Integer)n, (lua_Integer)n);
     em_tensor *row = em_select(t, 0, k);
     if (!row) return em_lua_core_error(L);
     int rc;
@@ -383,10 +403,20 @@ static int l_free(lua_State *L) {
     return 0;
 }
 
+/* Keeps this library, and the libgomp and OpenBLAS it brings in, loaded until
+ * the process ends: lua_close dlcloses C modules, and unloading libgomp under
+ * its idle worker threads crashes the process on its way out. */
+static void pin_library(void) {
+    Dl_info info;
+    if (dladdr((void *)pin_library, &info) && info.dli_fname)
+        dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 void em_lua_open_tensor(lua_State *L) {
     /* module table at -2, methods table at -1 */
     int methods = lua_gettop(L);
     int module = methods - 1;
+    pin_library();
     luaL_newmetatable(L, EM_TENSOR_MT);
     tensor_mt_cache = lua_topointer(L, -1);
     lua_pushvalue(L, -1);

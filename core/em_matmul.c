@@ -34,23 +34,28 @@ static bool blas_view(const float *base, int64_t rows, int64_t cols, int64_t rs,
 
 /* C[m x n] = alpha A[m x k] B[k x n] + beta C, for strided A and B views; C is
  * contiguous with leading dim n. Copies an operand only when BLAS can't read it. */
-static void gemm_strided(const float *a, int64_t ars, int64_t acs, const float *b, int64_t brs,
-                         int64_t bcs, float *c, int64_t m, int64_t n, int64_t k, float beta) {
-    if (m == 0 || n == 0) return;
+static int gemm_strided(const float *a, int64_t ars, int64_t acs, const float *b, int64_t brs,
+                        int64_t bcs, float *c, int64_t m, int64_t n, int64_t k, float beta) {
+    if (m == 0 || n == 0) return EM_OK;
     if (k == 0) {
         if (beta == 0.0f) memset(c, 0, (size_t)(m * n) * sizeof(float));
-        return;
+        return EM_OK;
     }
     blas_operand A, B;
     float *acopy = NULL, *bcopy = NULL;
     if (!blas_view(a, m, k, ars, acs, &A)) {
         acopy = malloc((size_t)(m * k) * sizeof(float));
+        if (!acopy) return em_error_set("matmul: out of memory copying a strided operand");
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < k; j++) acopy[i * k + j] = a[i * ars + j * acs];
         A = (blas_operand){acopy, CblasNoTrans, k};
     }
     if (!blas_view(b, k, n, brs, bcs, &B)) {
         bcopy = malloc((size_t)(k * n) * sizeof(float));
+        if (!bcopy) {
+            free(acopy);
+            return em_error_set("matmul: out of memory copying a strided operand");
+        }
         for (int64_t i = 0; i < k; i++)
             for (int64_t j = 0; j < n; j++) bcopy[i * n + j] = b[i * brs + j * bcs];
         B = (blas_operand){bcopy, CblasNoTrans, n};
@@ -59,6 +64,7 @@ static void gemm_strided(const float *a, int64_t ars, int64_t acs, const float *
                 B.data, (int)B.ld, beta, c, (int)n);
     free(acopy);
     free(bcopy);
+    return EM_OK;
 }
 
 em_tensor *em_matmul(em_tensor *a, em_tensor *b) {
@@ -68,6 +74,14 @@ em_tensor *em_matmul(em_tensor *a, em_tensor *b) {
         em_error_set("matmul: both operands need at least 1 dim, got %s @ %s",
                      em_shape_str(sa, sizeof sa, a->ndim, a->shape),
                      em_shape_str(sb, sizeof sb, b->ndim, b->shape));
+        return NULL;
+    }
+    /* inner sizes, checked here so the message shows the shapes as given */
+    int64_t ka = a->shape[a->ndim - 1], kb = b->shape[b->ndim == 1 ? 0 : b->ndim - 2];
+    if (ka != kb) {
+        em_error_set("matmul: %s @ %s: inner sizes %lld and %lld differ",
+                     em_shape_str(sa, sizeof sa, a->ndim, a->shape),
+                     em_shape_str(sb, sizeof sb, b->ndim, b->shape), (long long)ka, (long long)kb);
         return NULL;
     }
     /* 1-D operands: treat as a row (left) or column (right) and drop it after. */
@@ -125,9 +139,12 @@ em_tensor *em_matmul(em_tensor *a, em_tensor *b) {
             if (ia >= 0 && a->shape[ia] != 1) aoff += idx * a->strides[ia];
             if (ib >= 0 && b->shape[ib] != 1) boff += idx * b->strides[ib];
         }
-        gemm_strided(ad + aoff, a->strides[a->ndim - 2], a->strides[a->ndim - 1], bd + boff,
-                     b->strides[b->ndim - 2], b->strides[b->ndim - 1], od + bi * m * n, m, n, k,
-                     0.0f);
+        if (gemm_strided(ad + aoff, a->strides[a->ndim - 2], a->strides[a->ndim - 1], bd + boff,
+                         b->strides[b->ndim - 2], b->strides[b->ndim - 1], od + bi * m * n, m, n,
+                         k, 0.0f)) {
+            em_tensor_release(out);
+            return NULL;
+        }
     }
     em_tensor *in[2] = {a, b};
     em_node *node = em_record(EM_OP_matmul, out, 2, in);
@@ -187,7 +204,8 @@ em_tensor *em_linear(em_tensor *x, em_tensor *w, em_tensor *bias) {
         xc = c;
     }
     if (!xc) return NULL;
-    int64_t rows = in_f ? x->numel / in_f : 0;
+    int64_t rows = 1; /* all dims of x but the last (numel / in_f fails for in_f = 0) */
+    for (int d = 0; d < x->ndim - 1; d++) rows *= x->shape[d];
     int64_t oshape[EM_MAX_DIMS];
     memcpy(oshape, x->shape, sizeof oshape);
     oshape[x->ndim - 1] = out_f;
@@ -200,6 +218,11 @@ em_tensor *em_linear(em_tensor *x, em_tensor *w, em_tensor *bias) {
     float beta = 0.0f;
     if (bias) {
         em_tensor *bc = em_contiguous(bias);
+        if (!bc) {
+            em_tensor_release(xc);
+            em_tensor_release(out);
+            return NULL;
+        }
         const float *bd = em_tensor_data(bc);
         for (int64_t r = 0; r < rows; r++) memcpy(o + r * out_f, bd, (size_t)out_f * sizeof(float));
         em_tensor_release(bc);
@@ -210,8 +233,12 @@ em_tensor *em_linear(em_tensor *x, em_tensor *w, em_tensor *bias) {
         if (in_f == 0) {
             if (!bias) memset(o, 0, (size_t)(rows * out_f) * sizeof(float));
         } else {
-            gemm_strided(em_tensor_data(xc), in_f, 1, em_tensor_data(w), w->strides[1],
-                         w->strides[0], o, rows, out_f, in_f, beta);
+            if (gemm_strided(em_tensor_data(xc), in_f, 1, em_tensor_data(w), w->strides[1],
+                             w->strides[0], o, rows, out_f, in_f, beta)) {
+                em_tensor_release(xc);
+                em_tensor_release(out);
+                return NULL;
+            }
         }
     }
     em_tensor_release(xc);
@@ -227,7 +254,9 @@ em_tensor *em_linear(em_tensor *x, em_tensor *w, em_tensor *bias) {
 int em_backward_linear(em_node *n, em_tensor *g, em_tensor **gin) {
     em_tensor *x = n->saved[0], *w = n->saved[1];
     int64_t in_f = w->shape[1], out_f = w->shape[0];
-    int64_t g2shape[2] = {-1, out_f}, x2shape[2] = {-1, in_f};
+    int64_t rows = 1; /* explicit, since -1 cannot be inferred when a size is 0 */
+    for (int d = 0; d < x->ndim - 1; d++) rows *= x->shape[d];
+    int64_t g2shape[2] = {rows, out_f}, x2shape[2] = {rows, in_f};
     em_tensor *g2 = em_reshape(g, 2, g2shape);
     int rc = g2 ? EM_OK : EM_ERR;
     if (rc == EM_OK && em_edge_needs_grad(n, 0)) { /* dx = g @ w */

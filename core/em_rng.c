@@ -66,13 +66,20 @@ int em_rng_set_state(const uint64_t state[EM_RNG_STATE_WORDS]) {
 
 /* ---- random tensors -------------------------------------------------- */
 
+/* A float from [lo, hi): a double draw within 2^-25 of the top rounds to hi
+ * itself as a float, so that case steps back to the float below hi. */
+static float uniform_float(float lo, float hi) {
+    float v = (float)(lo + (hi - lo) * em_rng_uniform());
+    return (v < hi || lo == hi) ? v : nextafterf(hi, lo);
+}
+
 int em_uniform_(em_tensor *t, float lo, float hi) {
     if (em_check_inplace("uniform_", t)) return EM_ERR;
     if (!(lo <= hi)) return em_error_set("uniform_: low %g is greater than high %g", lo, hi);
     em_tensor *c = em_tensor_empty(t->ndim, t->shape);
     if (!c) return EM_ERR;
     float *d = c->storage->data;
-    for (int64_t i = 0; i < c->numel; i++) d[i] = (float)(lo + (hi - lo) * em_rng_uniform());
+    for (int64_t i = 0; i < c->numel; i++) d[i] = uniform_float(lo, hi);
     int rc = em_copy_(t, c);
     em_tensor_release(c);
     return rc;
@@ -93,7 +100,7 @@ int em_normal_(em_tensor *t, float mean, float std) {
 em_tensor *em_rand(int ndim, const int64_t *shape) {
     em_tensor *t = em_tensor_empty(ndim, shape);
     if (t)
-        for (int64_t i = 0; i < t->numel; i++) t->storage->data[i] = (float)em_rng_uniform();
+        for (int64_t i = 0; i < t->numel; i++) t->storage->data[i] = uniform_float(0.0f, 1.0f);
     return t;
 }
 

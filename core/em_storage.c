@@ -1,22 +1,25 @@
 /* em_storage.c — storages and the size-bucketed block cache.
  *
  * Block sizes are rounded up to one of four steps per power of two (so at most
- * 25% slack); each bucket keeps a short stack of free blocks. Blocks below
- * EM_CACHE_MIN_BYTES go straight to malloc, which handles small sizes well. */
+ * 25% slack); each bucket keeps a stack of free blocks, all buckets together
+ * holding at most the cache limit in bytes (so the burst of frees of a full
+ * garbage collection is kept for the next steps, not handed back to malloc).
+ * Blocks below EM_CACHE_MIN_BYTES go straight to malloc, which handles small
+ * sizes well. A request larger than the machine's RAM fails at once. */
 #include "em_storage.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define EM_CACHE_MIN_BYTES ((size_t)16384)
 #define EM_CACHE_BUCKETS 256
-#define EM_CACHE_PER_BUCKET 8
 #define EM_ALIGN 64
 
 typedef struct {
-    int count;
-    void *blocks[EM_CACHE_PER_BUCKET];
+    int count, cap;
+    void **blocks; /* grown on demand; the byte limit bounds the cache */
 } em_bucket;
 
 static em_bucket cache_buckets[EM_CACHE_BUCKETS];
@@ -29,7 +32,10 @@ static int bucket_of(size_t bytes, size_t *rounded) {
     if (bytes < EM_CACHE_MIN_BYTES) {
         *rounded = (bytes + EM_ALIGN - 1) / EM_ALIGN * EM_ALIGN;
         if (*rounded == 0) *rounded = EM_ALIGN;
-        return -1;
+        /* decided on the rounded size, which release sees as the capacity:
+         * a malloc'd block must never land in a (64-aligned) bucket */
+        if (*rounded < EM_CACHE_MIN_BYTES) return -1;
+        bytes = *rounded;
     }
     int octave = 63 - __builtin_clzll((unsigned long long)bytes); /* 2^octave <= bytes */
     size_t base = (size_t)1 << octave;
@@ -49,12 +55,12 @@ static void *block_alloc(size_t bytes, int bucket) {
         stats.cached_bytes -= bytes;
         return b->blocks[--b->count];
     }
-    stats.misses++;
     void *p = NULL;
     if (bucket < 0) { /* small: malloc's own alignment (16) is plenty */
         p = malloc(bytes);
         return p;
     }
+    stats.misses++; /* a miss of the cache: only sizes it holds count */
     if (posix_memalign(&p, EM_ALIGN, bytes) != 0) {
         /* Give the cache back to the system and try once more. */
         em_storage_cache_clear();
@@ -64,14 +70,34 @@ static void *block_alloc(size_t bytes, int bucket) {
 }
 
 static void block_free(void *p, size_t bytes, int bucket) {
-    if (bucket >= 0 && stats.cached_bytes + bytes <= cache_limit &&
-        cache_buckets[bucket].count < EM_CACHE_PER_BUCKET) {
+    if (bucket >= 0 && stats.cached_bytes + bytes <= cache_limit) {
         em_bucket *b = &cache_buckets[bucket];
+        if (b->count == b->cap) {
+            int cap = b->cap ? 2 * b->cap : 8;
+            void **blocks = realloc(b->blocks, (size_t)cap * sizeof *blocks);
+            if (!blocks) {
+                free(p);
+                return;
+            }
+            b->blocks = blocks;
+            b->cap = cap;
+        }
         b->blocks[b->count++] = p;
         stats.cached_bytes += bytes;
         return;
     }
     free(p);
+}
+
+/* Bytes of physical memory (0 when unknown): no tensor can be larger, and
+ * asking malloc anyway misbehaves under overcommit or a sanitizer. */
+static uint64_t physical_memory_bytes(void) {
+    static uint64_t bytes;
+    if (!bytes) {
+        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        if (pages > 0 && page > 0) bytes = (uint64_t)pages * (uint64_t)page;
+    }
+    return bytes;
 }
 
 em_storage *em_storage_new(int64_t numel) {
@@ -82,6 +108,14 @@ em_storage *em_storage_new(int64_t numel) {
     if ((uint64_t)numel > (SIZE_MAX / 2) / sizeof(float)) {
         em_error_set("out of memory: a tensor of %lld elements is too large to allocate",
                      (long long)numel);
+        return NULL;
+    }
+    uint64_t ram = physical_memory_bytes();
+    if (ram && (uint64_t)numel * sizeof(float) > ram) {
+        em_error_set("out of memory: a tensor of %lld elements needs %.1f GiB, more than this "
+                     "machine's %.1f GiB of memory", (long long)numel,
+                     (double)numel * sizeof(float) / (1024.0 * 1024.0 * 1024.0),
+                     (double)ram / (1024.0 * 1024.0 * 1024.0));
         return NULL;
     }
     em_storage *s = malloc(sizeof *s);
