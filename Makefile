@@ -26,9 +26,9 @@ TEST_C_SRC = $(wildcard tests/c/*.c)
 
 DEB_PACKAGES = build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-openmp-dev \
                libstb-dev zlib1g-dev libjansson-dev lua-busted libedit-dev tmux \
-               gnuplot-nox dataset-fashion-mnist
+               gnuplot-nox dataset-fashion-mnist slurm-wlm munge parallel
 
-.PHONY: all deps test test-c test-lua run bench sanitize clean fuzz data
+.PHONY: all deps test test-slurm test-parallel run bench sanitize clean fuzz data
 
 all: deps $(BUILD)/ember $(BUILD)/ember.so
 
@@ -73,6 +73,13 @@ $(BUILD)/bench_matmul: $(BUILD)/scripts/bench_matmul.o $(BUILD)/libember_core.a
 # ---- test ----------------------------------------------------------------
 test: all $(BUILD)/test_core
 	@sh tests/run_all.sh $(BUILD)
+
+# A one-node Slurm cluster and GNU parallel running an emitted sweep (also in `make test`).
+test-slurm: all
+	@sh tests/slurm/run_slurm_test.sh $(BUILD)/ember
+
+test-parallel: all
+	@sh tests/parallel/run_parallel_test.sh $(BUILD)/ember
 
 sanitize:
 	$(MAKE) BUILD=build-san OPT="-O1 -fno-omit-frame-pointer" \

@@ -10,4 +10,5 @@ echo "== ember bench ($(nproc) cores, $THREADS threads, $(date -u +%Y-%m-%dT%H:%
 for b in scripts/bench_layers.lua scripts/bench_data.lua; do
     [ -f "$b" ] && "$BUILD/ember" -e "ember.set_num_threads($THREADS)" "$b"
 done
+[ -f scripts/bench_sweep.sh ] && sh scripts/bench_sweep.sh "$BUILD/ember"
 exit 0

@@ -51,6 +51,18 @@ if [ -f tests/repl/repl_test.sh ]; then
     count "$LOG/repl.log" "REPL test"
 fi
 
+# The cluster paths of `ember sweep --emit`: a one-node Slurm (needs root to start
+# munged/slurmctld/slurmd) and GNU parallel. Skipped under the sanitizer build.
+if [ -z "$EMBER_SANITIZE" ]; then
+    for t in tests/slurm/run_slurm_test.sh tests/parallel/run_parallel_test.sh; do
+        [ -f "$t" ] || continue
+        echo "== $t"
+        sh "$t" "$ROOT/$BUILD/ember" > "$LOG/cluster.log" 2>&1 || status=1
+        grep -v '^ok - ' "$LOG/cluster.log"
+        count "$LOG/cluster.log" "$t"
+    done
+fi
+
 rm -rf "$LOG"
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ] && [ "$status" -eq 0 ]

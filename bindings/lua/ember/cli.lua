@@ -1,0 +1,179 @@
+-- ember.cli — the `ember run | sample | sweep` commands. The ember host program calls
+-- require('ember.cli').main(command, args) and exits with the status it returns:
+-- 0 done, 1 a run failed, 2 a bad command line, 130 interrupted (Ctrl-C).
+local recipe = require 'ember.recipe'
+
+local M = {}
+
+local USAGE = {
+  run = [[
+usage: ember run RECIPE.lua [--set name=value]... [--out DIR] [--seed N] [--threads N]
+       ember run --resume DIR
+       ember run --help RECIPE.lua      (lists the recipe's params)
+
+Trains a recipe and leaves a run folder DIR (default runs/<name>-<time>) holding
+config.lua, metrics.csv, log, checkpoint, result.lua and samples/.
+  --set name=value   override a param (repeatable); checked against the recipe
+  --out DIR          the run folder (must not hold a run already)
+  --seed N           seed of the random generator (default 1)
+  --threads N        threads for this run (default: ember's default)
+  --resume DIR       continue an interrupted run exactly where its checkpoint stopped
+Ctrl-C saves a checkpoint and exits with status 130.]],
+  sample = [[
+usage: ember sample DIR [--n N] [--out PATH] [--seed N]
+
+Draws new samples from a finished or interrupted run with the recipe's sample function.
+  --n N        how many samples (default: the run's n_samples param, else 64)
+  --out PATH   a folder, or a file name (e.g. grid.png) when the recipe writes one picture;
+               default DIR/samples/<time>/
+  --seed N     seed for the samples (default: the clock)]],
+  sweep = [[
+usage: ember sweep RECIPE.lua [--grid name=v1,v2,...]... [--random N name=DIST...]
+                   [--set name=value]... [--seeds S] [--jobs J] [--threads T]
+                   [--out DIR] [--dry-run] [--emit slurm|parallel] [--retry-failed]
+       ember sweep --collect DIR
+
+Runs every configuration as its own `ember run` process, J at a time, into DIR/runs/<id>,
+then ranks them by the recipe's main metric in DIR/summary.md and DIR/summary.csv.
+  --grid name=v1,v2  the values of one param; several --grid flags multiply
+  --random N         N random configurations drawn from the DIST specs that follow:
+                     name=uniform(a,b) name=loguniform(a,b) name=choice(x,y,...)
+  --set name=value   a fixed override for every run
+  --seeds S          runs per configuration with seeds 1..S, or a list 1,7,42 (default 1)
+  --jobs J           runs at a time (default 1); threads per run = cores / J
+  --threads T        threads per run (default: cores / J, at least 1)
+  --out DIR          the sweep folder (default sweeps/<name>-<hash of the plan>)
+  --dry-run          list the runs and what would happen to each; run nothing
+  --emit slurm       write DIR/sweep.sbatch (a Slurm job array over DIR/jobs.txt)
+  --emit parallel    write DIR/jobs.txt for GNU parallel
+  --retry-failed     run failed runs again (by default they are kept as failed)
+  --collect DIR      build the summary from the run folders in DIR
+Re-running the same command skips finished runs and resumes interrupted ones.]],
+}
+
+-- Option kinds: 'value' takes the next argument (or --opt=value), 'list' may repeat,
+-- 'flag' takes none, 'integer' is a value that must be a whole number >= 1.
+local OPTIONS = {
+  run = {['--set'] = 'list', ['--out'] = 'value', ['--seed'] = 'integer0', ['--threads'] = 'integer',
+         ['--resume'] = 'value', ['--help'] = 'flag', ['-h'] = 'flag'},
+  sample = {['--n'] = 'integer', ['--out'] = 'value', ['--seed'] = 'integer0', ['--help'] = 'flag',
+            ['-h'] = 'flag'},
+  sweep = {['--grid'] = 'list', ['--random'] = 'integer', ['--set'] = 'list', ['--seeds'] = 'value',
+           ['--jobs'] = 'integer', ['--threads'] = 'integer', ['--out'] = 'value',
+           ['--dry-run'] = 'flag', ['--emit'] = 'value', ['--collect'] = 'value',
+           ['--retry-failed'] = 'flag', ['--sweep-seed'] = 'integer0', ['--help'] = 'flag',
+           ['-h'] = 'flag'},
+}
+
+--- parse(command, args) -> opts (option name without dashes -> value or list), positionals.
+--- Raises a UsageError for an unknown option, a missing or bad value.
+function M.parse(command, args)
+  local spec = OPTIONS[command]
+  local opts, positional = {}, {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local name, inline = a:match('^(%-%-?[%w%-]+)=(.*)$')
+    name = name or a
+    local kind = a:sub(1, 1) == '-' and a ~= '-' and spec[name]
+    if a:sub(1, 1) == '-' and a ~= '-' and not kind then
+      recipe.usage_error("unknown option '%s' (see ember %s --help)", name, command)
+    end
+    if not kind then
+      positional[#positional + 1] = a
+    else
+      local key = name:gsub('^%-+', ''):gsub('%-', '_')
+      if key == 'h' then key = 'help' end
+      if kind == 'flag' then
+        if inline then recipe.usage_error('%s takes no value', name) end
+        opts[key] = true
+      else
+        local value = inline
+        if value == nil then
+          i = i + 1
+          value = args[i]
+          if value == nil then recipe.usage_error('%s needs a value', name) end
+        end
+        if kind == 'integer' or kind == 'integer0' then
+          local n = math.tointeger(tonumber(value))
+          local min = kind == 'integer' and 1 or 0
+          if not n or n < min then
+            recipe.usage_error('%s expects a whole number >= %d, got %s', name, min, value)
+          end
+          value = n
+        end
+        if kind == 'list' then
+          opts[key] = opts[key] or {}
+          table.insert(opts[key], value)
+        else
+          opts[key] = value
+        end
+      end
+    end
+    i = i + 1
+  end
+  return opts, positional
+end
+
+-- `ember run ...`
+local function cmd_run(args)
+  local opts, pos = M.parse('run', args)
+  if opts.help then
+    print(USAGE.run)
+    if pos[1] then
+      local r = recipe.load(pos[1])
+      print('')
+      print(recipe.help_text(r))
+    end
+    return 0
+  end
+  if opts.resume and pos[1] then
+    recipe.usage_error('--resume DIR takes no recipe (the run folder knows it)')
+  end
+  if #pos > 1 then recipe.usage_error("unexpected argument '%s' (see ember run --help)", pos[2]) end
+  if not opts.resume and not pos[1] then
+    recipe.usage_error('missing the recipe file (see ember run --help)')
+  end
+  return recipe.run{recipe = pos[1], sets = opts.set, out = opts.out, seed = opts.seed,
+                    threads = opts.threads, resume = opts.resume}
+end
+
+-- `ember sample DIR ...`
+local function cmd_sample(args)
+  local opts, pos = M.parse('sample', args)
+  if opts.help then print(USAGE.sample) return 0 end
+  if #pos ~= 1 then recipe.usage_error('expected one run folder (see ember sample --help)') end
+  return recipe.sample{dir = pos[1], n = opts.n, out = opts.out, seed = opts.seed}
+end
+
+-- `ember sweep ...`
+local function cmd_sweep(args)
+  local opts, pos = M.parse('sweep', args)
+  if opts.help then print(USAGE.sweep) return 0 end
+  return require('ember.sweep').main(opts, pos)
+end
+
+local COMMANDS = {run = cmd_run, sample = cmd_sample, sweep = cmd_sweep}
+
+--- main(command, args) -> exit status: runs `ember <command> args...`.
+function M.main(command, args)
+  local fn = COMMANDS[command]
+  if not fn then
+    io.stderr:write(string.format('ember: unknown command %s (run, sample or sweep)\n', tostring(command)))
+    return 2
+  end
+  local ok, res = pcall(fn, args or {})
+  if ok then return math.tointeger(res) or 0 end
+  if recipe.is_usage_error(res) then
+    io.stderr:write(string.format('ember %s: %s\n', command, res.msg))
+    return 2
+  end
+  if res == 'interrupted' then
+    io.stderr:write(string.format('ember %s: interrupted\n', command))
+    return 130
+  end
+  io.stderr:write(string.format('ember %s: %s\n', command, tostring(res)))
+  return 1
+end
+
+return M
