@@ -28,7 +28,7 @@ DEB_PACKAGES = build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-openm
                libstb-dev zlib1g-dev libjansson-dev lua-busted libedit-dev tmux \
                gnuplot-nox dataset-fashion-mnist slurm-wlm munge parallel
 
-.PHONY: all deps test test-slurm test-parallel run bench sanitize clean fuzz data
+.PHONY: all deps test test-slurm test-parallel run bench sanitize clean fuzz data install uninstall
 
 all: deps $(BUILD)/ember $(BUILD)/ember.so
 
@@ -100,6 +100,16 @@ data: all
 fuzz: all
 	@sh scripts/install_deps.sh clang libclang-rt-14-dev
 	@sh scripts/fuzz.sh
+
+# `ember` on the PATH and `require 'ember'` from stock lua5.4 without LUA_CPATH.
+PREFIX ?= /usr/local
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/5.4
+	install -m 755 $(BUILD)/ember $(DESTDIR)$(PREFIX)/bin/ember
+	install -m 644 $(BUILD)/ember.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/ember.so
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/ember $(DESTDIR)$(PREFIX)/lib/lua/5.4/ember.so
 
 clean:
 	rm -rf build build-san build-fuzz
