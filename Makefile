@@ -87,8 +87,10 @@ sanitize:
 	  LDFLAGS="-fsanitize=address,undefined" EMBER_SANITIZE=1 test
 
 # ---- run, bench, data ----------------------------------------------------
+# The main demo: train the B1 VAE on Fashion-MNIST (10 epochs) and write its pictures
+# (samples, reconstructions, interpolations) into a fresh run folder under runs/.
 run: all
-	$(BUILD)/ember scripts/demo.lua
+	$(BUILD)/ember run examples/vae.lua
 
 bench: all $(BUILD)/bench_matmul
 	@sh scripts/bench.sh $(BUILD)

@@ -1,4 +1,4 @@
--- demo.lua — what `make run` shows until the VAE example lands: tensors,
+-- autograd_basics.lua — a first script: tensors,
 -- broadcasting, autograd and a tiny model fitted by gradient descent.
 local ember = require 'ember'
 ember.manual_seed(0)
