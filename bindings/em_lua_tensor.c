@@ -21,6 +21,7 @@ static const void *tensor_mt_cache;
  * as storages are freed), and the growth over it that triggers the next. */
 static size_t gc_base_bytes;
 #define EM_GC_MIN_GROWTH ((size_t)64 << 20)
+#define EM_GC_MAX_GROWTH ((size_t)256 << 20)
 
 void em_lua_gc_account(lua_State *L, size_t bytes) {
     size_t kb = bytes >> 10;
@@ -33,7 +34,11 @@ void em_lua_gc_account(lua_State *L, size_t bytes) {
      * left, collect fully (cheap: the Lua heap itself is small). */
     size_t live = em_storage_cache_stats().live_bytes;
     if (live < gc_base_bytes) gc_base_bytes = live;
-    size_t growth = gc_base_bytes / 2 > EM_GC_MIN_GROWTH ? gc_base_bytes / 2 : EM_GC_MIN_GROWTH;
+    /* growth = base / 2, kept within [64 MB, 256 MB]: the upper bound keeps what a
+     * steady loop frees per collection inside the 512 MB block cache */
+    size_t growth = gc_base_bytes / 2;
+    if (growth < EM_GC_MIN_GROWTH) growth = EM_GC_MIN_GROWTH;
+    if (growth > EM_GC_MAX_GROWTH) growth = EM_GC_MAX_GROWTH;
     if (live > gc_base_bytes + growth && lua_gc(L, LUA_GCISRUNNING)) {
         lua_gc(L, LUA_GCCOLLECT);
         gc_base_bytes = em_storage_cache_stats().live_bytes;

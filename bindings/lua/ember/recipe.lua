@@ -527,7 +527,6 @@ function M.load(path, overrides)
   M.validate(r, path)
   return r, M.resolve(r, overrides)
 end
-ember.load_recipe = ember.load_recipe or M.load
 
 --- help_text(recipe) -> the params table for `ember run --help recipe.lua`.
 function M.help_text(r)
