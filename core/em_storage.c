@@ -69,7 +69,24 @@ static void *block_alloc(size_t bytes, int bucket) {
     return p;
 }
 
+/* Frees one cached block of another bucket, largest sizes first; false when
+ * there is none. Cached blocks are unused, so any of them may go: evicting keeps
+ * the cache following the sizes the program uses now, not those it used once. */
+static bool evict_one(int keep_bucket) {
+    for (int i = EM_CACHE_BUCKETS - 1; i >= 0; i--) {
+        em_bucket *b = &cache_buckets[i];
+        if (i == keep_bucket || b->count == 0) continue;
+        size_t base = (size_t)1 << (i / 4); /* bucket i holds base + (i % 4) * base / 4 */
+        free(b->blocks[--b->count]);
+        stats.cached_bytes -= base + (size_t)(i % 4) * (base / 4);
+        return true;
+    }
+    return false;
+}
+
 static void block_free(void *p, size_t bytes, int bucket) {
+    if (bucket >= 0 && bytes <= cache_limit)
+        while (stats.cached_bytes + bytes > cache_limit && evict_one(bucket)) {}
     if (bucket >= 0 && stats.cached_bytes + bytes <= cache_limit) {
         em_bucket *b = &cache_buckets[bucket];
         if (b->count == b->cap) {

@@ -163,3 +163,24 @@ TEST(storage_out_of_memory_is_an_error_not_a_crash) {
     CHECK(ok != NULL);
     em_storage_release(ok);
 }
+
+/* A cache full of sizes no longer used makes room for the size in use now. */
+TEST(storage_cache_evicts_stale_sizes) {
+    em_storage_cache_clear();
+    em_storage_cache_set_limit((size_t)1 << 20); /* 1 MiB */
+    em_storage *old[8];
+    for (int i = 0; i < 8; i++) old[i] = em_storage_new(32768); /* 128 KiB each: 1 MiB */
+    for (int i = 0; i < 8; i++) em_storage_release(old[i]);
+    CHECK(em_storage_cache_stats().cached_bytes == (size_t)1 << 20);
+    em_storage *s = em_storage_new(20000); /* another bucket (~80 KiB) */
+    em_storage_release(s);                 /* must evict to be cached */
+    em_cache_stats before = em_storage_cache_stats();
+    s = em_storage_new(20000);
+    em_cache_stats after = em_storage_cache_stats();
+    CHECK(after.hits == before.hits + 1);
+    CHECK(after.misses == before.misses);
+    CHECK(after.cached_bytes <= (size_t)1 << 20);
+    em_storage_release(s);
+    em_storage_cache_set_limit((size_t)512 << 20);
+    em_storage_cache_clear();
+}
