@@ -71,7 +71,7 @@ $(BUILD)/bench_matmul: $(BUILD)/scripts/bench_matmul.o $(BUILD)/libember_core.a
 	$(CC) -o $@ $^ $(LDFLAGS) $(CORE_LIBS)
 
 # ---- test ----------------------------------------------------------------
-test: all $(BUILD)/test_core
+test: all $(BUILD)/test_core data
 	@sh tests/run_all.sh $(BUILD)
 
 # A one-node Slurm cluster and GNU parallel running an emitted sweep (also in `make test`).
