@@ -1,0 +1,133 @@
+-- Specs for examples/classifier.lua (the B3 CNN and its tuned variant, run briefly on a
+-- few hundred images) and for loading a trained classifier through ember.quality.
+local ember = require 'ember'
+local quality = require 'ember.quality'
+
+local ROOT = os.getenv('PWD')
+local EMBER = os.getenv('EMBER_BIN') or (ROOT .. '/build/ember')
+local RECIPE = ROOT .. '/examples/classifier.lua'
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function sh(cmd)
+  local p = io.popen(cmd .. ' 2>&1; echo "__exit=$?"')
+  local out = p:read('a')
+  p:close()
+  local code = tonumber(out:match('__exit=(%d+)%s*$'))
+  return out:gsub('__exit=%d+%s*$', ''), code
+end
+
+local function tmpdir()
+  local path = os.tmpname()
+  os.remove(path)
+  assert(os.execute('mkdir -p ' .. q(path)))
+  return path
+end
+
+local function exists(path)
+  local f = io.open(path, 'rb')
+  if f then f:close() return true end
+  return false
+end
+
+local function raises(text, fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert.is_false(ok, 'expected an error containing: ' .. text)
+  err = tostring(err)
+  assert.is_truthy(err:find(text, 1, true), ('error "%s" does not contain "%s"'):format(err, text))
+end
+
+describe('classifier recipe', function()
+  local dir = tmpdir()
+  local run = dir .. '/b3'
+
+  teardown(function() os.execute('rm -rf ' .. q(dir)) end)
+
+  it('random_shift moves each image by its own offset within +-2 pixels, filling zeros', function()
+    local r = require('ember.recipe').load(RECIPE)
+    ember.manual_seed(9)
+    local x = ember.rand(12, 1, 5, 6) + 0.5   -- no zeros, so a fill is visible
+    local y = r.random_shift(x, 2)
+    local xs, ys = x:totable(), y:totable()
+    local seen = {}
+    for i = 1, 12 do
+      local found
+      for dy = -2, 2 do
+        for dx = -2, 2 do
+          local same = true
+          for h = 1, 5 do
+            for w = 1, 6 do
+              local sh_, sw = h - dy, w - dx
+              local want = (sh_ >= 1 and sh_ <= 5 and sw >= 1 and sw <= 6) and xs[i][1][sh_][sw] or 0
+              if math.abs(ys[i][1][h][w] - want) > 1e-6 then same = false end
+            end
+          end
+          if same then found = dy .. ',' .. dx end
+        end
+      end
+      assert.is_truthy(found, 'image ' .. i .. ' is not a shift of its input')
+      seen[found] = true
+    end
+    local kinds = 0
+    for _ in pairs(seen) do kinds = kinds + 1 end
+    assert.is_true(kinds > 1, 'every image got the same offset')
+  end)
+
+  it('B3 trains briefly, reports test accuracy and writes the confusion matrix', function()
+    local out, code = sh(('%s run %s --set train_size=512 --set test_size=300 --set log_every=2 --threads 1 --out %s')
+      :format(q(EMBER), q(RECIPE), q(run)))
+    assert.are.equal(0, code, out)
+    local res = loadfile(run .. '/result.lua', 't', {})()
+    assert.are.equal('finished', res.status)
+    assert.are.equal(3, res.epoch)
+    -- 512 images, 3 epochs: well above chance (10%) on the 300 test images
+    assert.is_true(res.metrics.test_acc > 0.4, tostring(res.metrics.test_acc))
+    assert.is_true(exists(run .. '/samples/confusion.png'))
+    assert.is_true(exists(run .. '/samples/confusion.csv'))
+    assert.is_truthy(out:find('epoch 3/3  test_acc', 1, true), out)
+  end)
+
+  it('loads as a judge: logits, probabilities, 128-d features, predictions, a report', function()
+    local clf = quality.load_classifier(run)
+    assert.are.equal('fashion', clf.dataset)
+    assert.are.equal('Trouser', clf.classes[2])
+    local x = ember.data.fashion_mnist{split = 'test'}.x:narrow(1, 1, 700)
+    assert.are.same({700, 10}, clf.logits(x):shape())
+    assert.are.same({700, 128}, clf.features(x):shape())
+    local p = clf.probs(x)
+    assert.is_true((p:sum(2) - 1):abs():max():item() < 1e-4)
+    local pred = clf.predict(x)
+    assert.is_true(pred:min():item() >= 1 and pred:max():item() <= 10)
+    local ref = quality.reference(clf, {n = 300})
+    local rep = quality.report(clf, x:narrow(1, 301, 400), {reference = ref})
+    assert.are.equal(400, rep.n)
+    assert.is_true(rep.fd >= 0 and rep.score >= 1 and rep.score <= 10)
+    -- the test set against a pixel-noise set: much farther
+    local noise = quality.report(clf, ember.rand(400, 1, 28, 28), {reference = ref})
+    assert.is_true(noise.fd > 5 * rep.fd, ('noise %g, test %g'):format(noise.fd, rep.fd))
+    raises('classifier features: x [3 x 28 x 28] must be 4-D', clf.features, ember.zeros(3, 28, 28))
+    raises('classifier logits: x [2 x 3 x 28 x 28] must be [N x 1 x 28 x 28]', clf.logits, ember.zeros(2, 3, 28, 28))
+    raises('report: images must be in [0, 1], got values in [-1, 1]', quality.report, clf, ember.tensor{-1, 1}:view(2, 1, 1, 1):expand{2, 1, 28, 28})
+  end)
+
+  it('the tuned variant (BatchNorm, dropout, flips and shifts, cosine rate) runs', function()
+    local tuned = dir .. '/tuned'
+    local out, code = sh(('%s run %s --set variant=tuned --set epochs=1 --set train_size=256 --set test_size=200 --threads 1 --out %s')
+      :format(q(EMBER), q(RECIPE), q(tuned)))
+    assert.are.equal(0, code, out)
+    local clf = quality.load_classifier(tuned)
+    assert.are.same({3, 128}, clf.features(ember.rand(3, 1, 28, 28)):shape())
+  end)
+
+  it('refuses unknown variants and loading a run of another recipe', function()
+    local out, code = sh(('%s run %s --set variant=huge --out %s'):format(q(EMBER), q(RECIPE), q(dir .. '/bad')))
+    assert.are_not.equal(0, code)
+    assert.is_truthy(out:find("param 'variant' must be one of b3, tuned, got 'huge'", 1, true), out)
+    local other = dir .. '/other'
+    os.execute('mkdir -p ' .. q(other) .. ' && touch ' .. q(other .. '/checkpoint'))
+    local f = assert(io.open(other .. '/config.lua', 'w'))
+    f:write('return {name = "tiny", params = {}}\n')
+    f:close()
+    raises('is a run of recipe tiny, expected classifier', quality.load_classifier, other)
+  end)
+end)
