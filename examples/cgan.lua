@@ -87,7 +87,7 @@ end
 function recipe.build(p)
   local G = nn.init.dcgan_(Generator(p.z_dim, p.embed_dim))
   local D = nn.init.dcgan_(Discriminator(p.d_cond))
-  nn.init.normal_(G.embed.weight, 0, 1)
+  nn.init.normal_(G.embed.weight, 0, 1 / math.sqrt(p.embed_dim)) -- about the norm of a one-hot code
   if D.embed then nn.init.normal_(D.embed.weight, 0, 0.02) end
   -- the fixed picture: row c is class c, the same 10 noise vectors in every row
   local z10 = ember.randn(1, CLASSES, p.z_dim):expand{CLASSES, CLASSES, p.z_dim}:reshape(CLASSES * CLASSES, p.z_dim)

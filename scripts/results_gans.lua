@@ -20,17 +20,21 @@ local CLASSIFIER_RUNS = {
 }
 local GAN2D_SWEEPS = {
   {dir = 'gan2d-plain', name = 'plain B4 (no stabilizer)',
-   cmd = 'ember sweep examples/gan_2d.lua --grid dataset=ring,grid --seeds 5 --set plots=false --threads 1 --out runs/gan2d-plain'},
+   cmd = 'ember sweep examples/gan_2d.lua --grid dataset=ring,grid --seeds 5 --set plots=false --jobs 2 --threads 1 --out runs/gan2d-plain'},
   {dir = 'gan2d-best', name = 'preset=best',
-   cmd = 'ember sweep examples/gan_2d.lua --grid dataset=ring,grid --seeds 5 --set preset=best --set plots=false --threads 1 --out runs/gan2d-best'},
+   cmd = 'ember sweep examples/gan_2d.lua --grid dataset=ring,grid --seeds 5 --set preset=best --jobs 2 --threads 1 --out runs/gan2d-best'},
 }
 local DCGAN_RUNS = {
   {dir = 'dcgan', cmd = 'ember run examples/dcgan.lua --threads 1 --out runs/dcgan'},
 }
 local CGAN_RUNS = {
   {dir = 'cgan', cmd = 'ember run examples/cgan.lua --threads 1 --out runs/cgan'},
+  {dir = 'cgan-projection', cmd = 'ember run examples/cgan.lua --set d_cond=projection --threads 1 --out runs/cgan-projection'},
 }
-local QUALITY_CMD = 'ember scripts/quality.lua runs/classifier-b3 train runs/dcgan runs/cgan --n 10000'
+local JUDGE = 'runs/classifier-tuned'
+local QUALITY_CMD = 'ember scripts/quality.lua ' .. JUDGE .. ' train runs/dcgan runs/cgan --n 10000'
+-- The training set's own FD against the test set (the floor), as scripts/quality.lua printed it
+-- into runs/quality.txt; read from there.
 
 local function path(dir) return ROOT .. '/' .. dir end
 
@@ -61,6 +65,14 @@ local function metrics_rows(dir)
 end
 
 local function minutes(s) return s and ('%.1f min'):format(s / 60) or '?' end
+
+-- The floor: the `train` row of runs/quality.txt (the printed table of QUALITY_CMD).
+local TRAIN_FD = '?'
+do
+  local text = files.read(ROOT .. '/quality.txt') or ''
+  local fd = text:match('| train | train set %(real images%) | %d+ | ([%d%.]+) |')
+  if fd then TRAIN_FD = fd end
+end
 
 local out = {}
 local function say(fmt, ...) out[#out + 1] = select('#', ...) > 0 and fmt:format(...) or fmt end
@@ -155,8 +167,12 @@ end
 for _, run in ipairs(DCGAN_RUNS) do gan_row(run, 'dcgan') end
 for _, run in ipairs(CGAN_RUNS) do gan_row(run, 'cgan') end
 say('')
-say('FD and score: `%s` (ember\'s own measures with the B3 classifier as the judge; not comparable with published FID/IS). ' ..
-    'Class agreement: `ember scripts/cgan_check.lua runs/cgan runs/classifier-b3 2000`.', QUALITY_CMD)
+local check = files.read_lua(path('cgan') .. '/cgan_check.lua')
+local judge_acc = check and check.judge_test_acc and ('%.2f%%'):format(100 * check.judge_test_acc) or '?'
+say('FD and score: `%s` (ember\'s own measures, the tuned classifier as the judge; not comparable with published FID/IS; ' ..
+    'the training set scores FD %s against the test set). Class agreement: `ember scripts/cgan_check.lua runs/cgan %s 2000`: ' ..
+    'the share of 2,000 samples (200 per class) the judge labels as the class asked for; the judge itself labels %s ' ..
+    'of the real test images correctly.', QUALITY_CMD, TRAIN_FD, JUDGE, judge_acc)
 say('')
 say('All runs: 1 thread each (`--threads 1`, `nice -n 5`) on a 2-core machine shared with other jobs; wall times are pessimistic.')
 
