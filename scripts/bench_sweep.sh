@@ -2,7 +2,7 @@
 # bench_sweep.sh [EMBER] — how much `ember sweep --jobs 2` gains over `--jobs 1` on the
 # tiny recipe: 8 configurations (hidden x lr, EPOCHS epochs each, one checkpoint at the
 # end so that the disk's fsync does not set the pace), each its own `ember run` process. Both sweeps give each run THREADS threads (default 1), so the
-# figure is the process pool's own gain. Prints both wall times (best of 5, alternating)
+# figure is the process pool's own gain. Prints both wall times (median of 5, alternating)
 # and the speed-up (the target on 2 cores: >= 1.7x), next to the machine's own ceiling
 # measured in the same run: two copies of a CPU-bound loop at once vs one.
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,9 +47,12 @@ ceiling_round() {
 }
 ceiling=$( (ceiling_round; ceiling_round) | sort -n | tail -n 1)
 
-echo "$times1 |$times2" | awk -v ceiling="$ceiling" '{
-    best1 = $1; for (i = 2; $i != "|"; i++) if ($i < best1) best1 = $i
-    best2 = $(i + 1); for (i = i + 1; i <= NF; i++) if ($i < best2) best2 = $i
-    printf "jobs 1: %.2f s   jobs 2: %.2f s   speed-up %.2fx (target >= 1.7x on 2 cores)\n", best1, best2, best1 / best2
-    printf "machine ceiling for 2 processes: %.2fx; the sweep reaches %.0f%% of it\n", ceiling, 100 * (best1 / best2) / ceiling
+median() { printf '%s\n' $1 | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+med1=$(median "$times1")
+med2=$(median "$times2")
+echo "jobs 1 rounds:$times1"
+echo "jobs 2 rounds:$times2"
+awk -v m1="$med1" -v m2="$med2" -v ceiling="$ceiling" 'BEGIN {
+    printf "jobs 1: %.2f s   jobs 2: %.2f s (medians of 5)   speed-up %.2fx (target >= 1.7x on 2 cores)\n", m1, m2, m1 / m2
+    printf "machine ceiling for 2 processes: %.2fx; the sweep reaches %.0f%% of it\n", ceiling, 100 * (m1 / m2) / ceiling
 }'

@@ -20,7 +20,7 @@ local CLASSIFIER_RUNS = {
 }
 local GAN2D_SWEEPS = {
   {dir = 'gan2d-plain', name = 'plain B4 (no stabilizer)',
-   cmd = 'ember sweep examples/gan_2d.lua --grid dataset=ring,grid --seeds 5 --set plots=false --jobs 2 --threads 1 --out runs/gan2d-plain'},
+   cmd = 'ember sweep examples/gan_2d.lua --grid dataset=ring,grid --seeds 5 --jobs 2 --threads 1 --out runs/gan2d-plain'},
   {dir = 'gan2d-best', name = 'preset=best',
    cmd = 'ember sweep examples/gan_2d.lua --grid dataset=ring,grid --seeds 5 --set preset=best --jobs 2 --threads 1 --out runs/gan2d-best'},
 }
@@ -32,7 +32,7 @@ local CGAN_RUNS = {
   {dir = 'cgan-projection', cmd = 'ember run examples/cgan.lua --set d_cond=projection --threads 1 --out runs/cgan-projection'},
 }
 local JUDGE = 'runs/classifier-tuned'
-local QUALITY_CMD = 'ember scripts/quality.lua ' .. JUDGE .. ' train runs/dcgan runs/cgan --n 10000'
+local QUALITY_CMD = 'ember scripts/quality.lua ' .. JUDGE .. ' train runs/dcgan runs/cgan runs/cgan-projection --n 10000'
 -- The training set's own FD against the test set (the floor), as scripts/quality.lua printed it
 -- into runs/quality.txt; read from there.
 

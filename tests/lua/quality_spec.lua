@@ -239,6 +239,8 @@ describe('quality.load_classifier and report', function()
   it('rejects folders that are not classifier runs', function()
     raises('load_classifier: /nonexistent is not a run folder (no config.lua)', quality.load_classifier, '/nonexistent')
     raises('load_classifier: run_dir must be a run folder path, got number', quality.load_classifier, 3)
+    raises('reference: clf must be a classifier from quality.load_classifier, got string', quality.reference, 'runs/x')
+    raises('report: clf must be a classifier from quality.load_classifier, got nil', quality.report, nil, ember.zeros(2, 1, 28, 28))
   end)
   -- the end-to-end use (a real classifier run, features, report) is in classifier_spec.lua
 end)
