@@ -220,6 +220,19 @@ local function pairs_of_rows(originals, recons, cols)
   return ember.cat(parts, 1)
 end
 
+--- recipe.generate(state, params, n) -> n decoded random codes [n x 1 x 28 x 28] in [0, 1]
+--- (the same draw as random_codes.png), for scripts/quality.lua: how the AE's holes score.
+function recipe.generate(state, p, n)
+  local model = state.model
+  return ember.no_grad(function()
+    local parts = {}
+    for first = 1, n, 1000 do
+      parts[#parts + 1] = model:decode_images(model:random_codes(math.min(1000, n - first + 1)))
+    end
+    return #parts == 1 and parts[1] or ember.cat(parts, 1)
+  end)
+end
+
 -- reconstructions.png and random_codes.png (n decoded random codes) in out_dir.
 function recipe.sample(state, p, out_dir, n)
   local model = state.model

@@ -260,6 +260,19 @@ local function interpolation_rows(model, xa, xb, steps, mode)
   return rows:reshape(pairs_n * (steps + 2), 1, 28, 28)
 end
 
+--- recipe.generate(state, params, n) -> n samples from the prior, decoded to their
+--- Bernoulli means [n x 1 x 28 x 28] in [0, 1] (as samples.png), for scripts/quality.lua.
+function recipe.generate(state, p, n)
+  local model = state.model
+  return ember.no_grad(function()
+    local parts = {}
+    for first = 1, n, 1000 do
+      parts[#parts + 1] = model:decode_images(ember.randn(math.min(1000, n - first + 1), p.latent))
+    end
+    return #parts == 1 and parts[1] or ember.cat(parts, 1)
+  end)
+end
+
 -- Writes the pictures listed in the header into out_dir; n = images in samples.png.
 function recipe.sample(state, p, out_dir, n)
   local model = state.model

@@ -32,7 +32,16 @@ local CGAN_RUNS = {
   {dir = 'cgan-projection', cmd = 'ember run examples/cgan.lua --set d_cond=projection --threads 1 --out runs/cgan-projection'},
 }
 local JUDGE = 'runs/classifier-tuned'
-local QUALITY_CMD = 'ember scripts/quality.lua ' .. JUDGE .. ' train runs/dcgan runs/cgan runs/cgan-projection --n 10000'
+local QUALITY_CMD = 'ember scripts/quality.lua ' .. JUDGE .. ' train runs/vae runs/ae runs/dcgan runs/cgan runs/cgan-projection --n 10000'
+-- Every generator ranked by the same judge (the autoencoder family's runs come from
+-- scripts/results_autoencoders.lua's commands).
+local QUALITY_SOURCES = {
+  {dir = 'vae', what = 'VAE (B1), samples from the prior'},
+  {dir = 'ae', what = 'plain autoencoder, decoded random codes'},
+  {dir = 'dcgan', what = 'DCGAN (B2)'},
+  {dir = 'cgan', what = 'conditional GAN, classes in turn'},
+  {dir = 'cgan-projection', what = 'conditional GAN, projection D'},
+}
 -- The training set's own FD against the test set (the floor), as scripts/quality.lua printed it
 -- into runs/quality.txt; read from there.
 
@@ -67,11 +76,11 @@ end
 local function minutes(s) return s and ('%.1f min'):format(s / 60) or '?' end
 
 -- The floor: the `train` row of runs/quality.txt (the printed table of QUALITY_CMD).
-local TRAIN_FD = '?'
+local TRAIN_FD, TRAIN_SCORE = '?', '?'
 do
   local text = files.read(ROOT .. '/quality.txt') or ''
-  local fd = text:match('| train | train set %(real images%) | %d+ | ([%d%.]+) |')
-  if fd then TRAIN_FD = fd end
+  local fd, score = text:match('| train | train set %(real images%) | %d+ | ([%d%.]+) | ([%d%.]+) |')
+  if fd then TRAIN_FD, TRAIN_SCORE = fd, score end
 end
 
 local out = {}
@@ -173,6 +182,20 @@ say('FD and score: `%s` (ember\'s own measures, the tuned classifier as the judg
     'the training set scores FD %s against the test set). Class agreement: `ember scripts/cgan_check.lua runs/cgan %s 2000`: ' ..
     'the share of 2,000 samples (200 per class) the judge labels as the class asked for; the judge itself labels %s ' ..
     'of the real test images correctly.', QUALITY_CMD, TRAIN_FD, JUDGE, judge_acc)
+say('')
+say('#### Every generator by the same judge (10,000 samples each, Fashion-MNIST test set as the reference)')
+say('')
+say('| source | FD vs test set (lower is better) | classifier score (1-10) |')
+say('|---|---:|---:|')
+say('| training set (real images: the floor) | %s | %s |', TRAIN_FD, TRAIN_SCORE)
+for _, src in ipairs(QUALITY_SOURCES) do
+  local q = files.read_lua(path(src.dir) .. '/quality.lua')
+  if q then
+    say('| %s: %s | %.2f | %.2f |', src.dir, src.what, q.fd, q.score)
+  else
+    say('| %s: %s | (not measured yet) | |', src.dir, src.what)
+  end
+end
 say('')
 say('All runs: 1 thread each (`--threads 1`, `nice -n 5`) on a 2-core machine shared with other jobs; wall times are pessimistic.')
 

@@ -130,6 +130,22 @@ describe('autoencoder recipes', function()
     assert.are.same({5, 20}, state.model:random_codes(5):shape())
   end)
 
+  it('the VAE and the autoencoder generate images in [0, 1] for scripts/quality.lua', function()
+    for _, key in ipairs {'vae_mlp', 'autoencoder'} do
+      local res, dir = ensure_run(key)
+      assert.are.equal(0, res.code, res.out)
+      local r, params, state = recipe.load_run(dir)
+      ember.manual_seed(3)
+      local x = r.generate(state, params, 1001) -- more than one chunk of 1000
+      assert.are.same({1001, 1, 28, 28}, x:shape())
+      assert.is_true(x:min():item() >= 0 and x:max():item() <= 1)
+      assert.is_true(x:std():item() > 0, key .. ' drew identical images')
+      ember.manual_seed(3)
+      local y = r.generate(state, params, 4)
+      assert.is_true((x:narrow(1, 1, 4) - y):abs():max():item() < 1e-6, key .. ': the same seed must draw the same images')
+    end
+  end)
+
   it('the denoising autoencoder outputs a higher PSNR than untrained', function()
     local res, dir = ensure_run('denoising_autoencoder')
     assert.are.equal(0, res.code, res.out)
