@@ -73,6 +73,48 @@ describe('classifier recipe', function()
     assert.is_true(kinds > 1, 'every image got the same offset')
   end)
 
+  it('init: b3 starts from He normal weights and zero biases, tuned from the default init', function()
+    local r = require('ember.recipe').load(RECIPE)
+    local defaults = require('ember.recipe').defaults(r)
+    local function with(over)
+      local p = {}
+      for k, v in pairs(defaults) do p[k] = v end
+      for k, v in pairs(over) do p[k] = v end
+      ember.manual_seed(4)
+      return r.build(p).net
+    end
+    -- He normal: std sqrt(2 / fan_in) (fan_in 288 for the second conv, 3136 for the Linear)
+    local b3 = with{}
+    local conv2, fc = b3.body[4], b3.body[8]
+    assert.are.equal('Conv2d', conv2:class_name())
+    assert.are.equal('Linear', fc:class_name())
+    assert.is_true(math.abs(conv2.weight:std():item() / math.sqrt(2 / 288) - 1) < 0.05)
+    assert.is_true(math.abs(fc.weight:std():item() / math.sqrt(2 / 3136) - 1) < 0.05)
+    assert.are.equal(0, conv2.bias:abs():max():item())
+    -- the default init (as PyTorch): uniform within 1/sqrt(fan_in), biases too
+    local plain = with{init = 'default'}
+    local w = plain.body[4].weight
+    assert.is_true(w:abs():max():item() <= 1 / math.sqrt(288) + 1e-6)
+    assert.is_true(plain.body[4].bias:abs():max():item() > 0)
+    local tuned = with{variant = 'tuned'}
+    assert.is_true(tuned.body[1].weight:abs():max():item() <= 1 / 3 + 1e-6)
+  end)
+
+  it('standardize=true feeds the net (x - mean) / std of the training pixels', function()
+    local r = require('ember.recipe').load(RECIPE)
+    local p = require('ember.recipe').defaults(r)
+    p.standardize = true
+    ember.manual_seed(5)
+    local net = r.build(p).net
+    local x = ember.rand(3, 1, 28, 28)
+    local expected = net.body((x - 0.2860) / 0.3530)
+    assert.is_true((net:features(x) - expected):abs():max():item() < 1e-5)
+    p.standardize = false
+    ember.manual_seed(5)
+    local raw = r.build(p).net
+    assert.is_true((raw:features(x) - raw.body(x)):abs():max():item() == 0)
+  end)
+
   it('B3 trains briefly, reports test accuracy and writes the confusion matrix', function()
     local out, code = sh(('%s run %s --set train_size=512 --set test_size=300 --set log_every=2 --threads 1 --out %s')
       :format(q(EMBER), q(RECIPE), q(run)))
