@@ -11,7 +11,7 @@
 -- ask for uniformly drawn classes.
 --
 --   ember run examples/cgan.lua --out runs/cgan
---   build/ember scripts/cgan_check.lua runs/cgan runs/classifier-b3     -- does the classifier agree?
+--   build/ember scripts/cgan_check.lua runs/cgan runs/classifier-tuned    -- does the classifier agree?
 --   ember sample runs/cgan                 -- classes.png: one row per class
 --
 -- After each epoch samples/classes-NNN.png shows one row per class (the same 10 noise

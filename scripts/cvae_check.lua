@@ -2,7 +2,7 @@
 -- draws the class it was asked for?
 --
 --   ember scripts/cvae_check.lua CVAE_RUN CLASSIFIER_RUN [N_PER_CLASS=100] [SEED=1] [TEMPERATURE=1]
---   ember scripts/cvae_check.lua runs/cvae runs/classifier-b3
+--   ember scripts/cvae_check.lua runs/cvae runs/classifier-tuned
 --
 -- CVAE_RUN is a run of examples/cvae.lua, CLASSIFIER_RUN one of examples/classifier.lua
 -- on the same dataset. For each class k it decodes N_PER_CLASS codes z ~ N(0, I) with
