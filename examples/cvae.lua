@@ -18,6 +18,16 @@
 -- its own prior, and samples come from where that class's codes are: 82% on MNIST, with
 -- a better test ELBO too. beta > 1 (a heavier KL) squeezes the class out of z further.
 --
+-- Where samples come from (sample_from). Neither prior is where the codes actually are: the
+-- aggregate posterior of a class (its training images' codes) is narrower and correlated,
+-- and a draw from the prior can land where the decoder saw nothing of the class. After the
+-- last epoch the recipe therefore fits one full-covariance Gaussian per class to the codes
+-- mu(x, y) of the training images (ex-post density estimation, Ghosh et al. 2020) and
+-- samples from it (sample_from='fitted', the default; 'prior' draws from p(z|y)). The fit
+-- is part of the checkpoint. On Fashion-MNIST with hidden=1024,512 and beta=0.25 (sharper
+-- codes, further from the prior) it raised the share of samples the tuned classifier
+-- labels as asked from 80.7% to 83.2% (temperature 1) and 81.9% to 86.3% (temperature 0.8).
+--
 --   ember run examples/cvae.lua --out runs/cvae
 --   ember run examples/cvae.lua --set class=8 --set n_samples=64 --out runs/cvae-bags
 --   ember run examples/cvae.lua --set dataset=mnist --set likelihood=bernoulli --set epochs=50
@@ -59,6 +69,8 @@ local recipe = {
     beta = {default = 1.0, type = 'number', help = 'weight of the KL term in the training loss'},
     prior = {default = 'learned', type = 'string', choices = {'learned', 'standard'},
              help = 'p(z|y): learned, a Gaussian N(m_y, diag s_y^2) per class; standard, N(0, I) for all'},
+    sample_from = {default = 'fitted', type = 'string', choices = {'fitted', 'prior'},
+                   help = 'where samples draw z: fitted, a full-covariance Gaussian per class fitted to the training codes after training; prior, p(z|y)'},
     epochs = {default = 10, type = 'integer', help = 'passes over the training set'},
     batch = {default = 128, type = 'integer', help = 'images per step'},
     lr = {default = 1e-3, type = 'number', help = 'Adam learning rate'},
@@ -110,6 +122,11 @@ function CVAE:init(opts)
     self.prior_mu = ember.zeros(opts.classes, opts.latent):requires_grad()
     self.prior_logvar = ember.zeros(opts.classes, opts.latent):requires_grad()
   end
+  -- The class Gaussians fitted to the training codes (see fit_codes): means [K x latent]
+  -- and factors [K x latent x latent] with cov_k = F_k F_k^T; fitted = 1 once fitted.
+  self:register_buffer('fit_mean', ember.zeros(opts.classes, opts.latent))
+  self:register_buffer('fit_factor', ember.zeros(opts.classes, opts.latent, opts.latent))
+  self:register_buffer('fitted', ember.zeros(1))
   local rev = {}
   for i = #opts.hidden, 1, -1 do rev[#rev + 1] = opts.hidden[i] end
   local image_features = PIXELS
@@ -182,12 +199,75 @@ function CVAE:prior_sample(eps, y)
   return mu + (logvar * 0.5):exp() * eps
 end
 
---- cvae:generate(n, class [, temperature=1]) -> n images [n x 1 x 28 x 28] of the class,
---- from z ~ p(z|class) with the spread scaled by temperature (temperature < 1 trades
---- variety for typical images).
-function CVAE:generate(n, class, temperature)
+-- Checkpoints saved before the fitted Gaussians existed load with fitted = 0, so their
+-- samples come from p(z|y) as when they were trained.
+function CVAE:load_state_dict(sd, strict)
+  if type(sd) == 'table' and sd.fitted == nil and sd.fit_mean == nil and sd.fit_factor == nil then
+    local with_fit = {}
+    for k, v in pairs(sd) do with_fit[k] = v end
+    with_fit.fit_mean, with_fit.fit_factor, with_fit.fitted = self.fit_mean, self.fit_factor, ember.zeros(1)
+    sd = with_fit
+  end
+  return nn.Module.load_state_dict(self, sd, strict)
+end
+
+--- cvae:fit_codes(x, y): fits one full-covariance Gaussian per class to the codes mu(x, y)
+--- of images x [N x 784] with labels y [N] (the training set), for sampling. A VAE's
+--- aggregate posterior q(z|y) = mean over x of q(z|x, y) is not its prior p(z|y): with a
+--- small beta especially, prior draws land where the decoder saw no code. Fitting a density
+--- to the codes after training ("ex-post density estimation", Ghosh et al. 2020) samples
+--- where the codes are. Classes without images keep the prior.
+function CVAE:fit_codes(x, y)
+  ember.no_grad(function()
+    local mus = {}
+    for first = 1, x:size(1), 1000 do
+      local k = math.min(1000, x:size(1) - first + 1)
+      mus[#mus + 1] = (self:encode(x:narrow(1, first, k), y:narrow(1, first, k)))
+    end
+    local codes = ember.cat(mus, 1)
+    local rows = {}
+    for i, c in ipairs(y:totable()) do
+      rows[c] = rows[c] or {}
+      rows[c][#rows[c] + 1] = i
+    end
+    local d = self.latent_size
+    for k = 1, self.classes do
+      local mean, factor
+      if rows[k] and #rows[k] > d then
+        local mean_k, cov = ember.mean_cov(codes:index_select(1, ember.tensor(rows[k])))
+        local values, vectors = ember.eigh(cov)                -- cov = V diag(values) V^T
+        mean, factor = mean_k, vectors * values:clamp(0, math.huge):sqrt():view(1, d)
+      else
+        local pm, plv = self:prior(k, 1)
+        mean, factor = pm:view(d), ember.eye(d) * (plv:view(1, d) * 0.5):exp()
+      end
+      self.fit_mean:narrow(1, k, 1):copy_(mean:view(1, d))
+      self.fit_factor:narrow(1, k, 1):copy_(factor:view(1, d, d))
+    end
+    self.fitted:fill_(1)
+  end)
+end
+
+--- cvae:sample_codes(eps, y [, from]) -> codes for standard normal draws eps [N x latent]
+--- and labels y: from 'fitted' (the default once fit_codes ran) z = m_y + F_y eps, from
+--- 'prior' z = m_y + s_y eps under p(z|y).
+function CVAE:sample_codes(eps, y, from)
+  from = from or (self.fitted:item() > 0 and 'fitted' or 'prior')
+  if from == 'prior' then return self:prior_sample(eps, y) end
+  if self.fitted:item() == 0 then error('cvae: sample_codes: no fitted Gaussians yet (call fit_codes)', 2) end
+  local onehot = self:one_hot(y, eps:size(1))                 -- [N x K]
+  local k, d = self.classes, self.latent_size
+  local mean = onehot:matmul(self.fit_mean)                    -- [N x d]
+  local factor = onehot:matmul(self.fit_factor:reshape(k, d * d)):view(-1, d, d)  -- [N x d x d]
+  return mean + factor:matmul(eps:view(-1, d, 1)):view(-1, d)
+end
+
+--- cvae:generate(n, class [, temperature=1 [, from]]) -> n images [n x 1 x 28 x 28] of the
+--- class, from z drawn as sample_codes does (the fitted class Gaussian once fitted, else
+--- p(z|class)), the spread scaled by temperature (< 1 trades variety for typical images).
+function CVAE:generate(n, class, temperature, from)
   local eps = ember.randn(n, self.latent_size) * (temperature or 1)
-  return self:decode_images(self:prior_sample(eps, class), class)
+  return self:decode_images(self:sample_codes(eps, class, from), class)
 end
 
 --- cvae:forward(x, y) -> logits [N x 784], mu, logvar.
@@ -240,7 +320,7 @@ function recipe.data(p)
   local test_x, test_y, classes = load_split(p, 'test')
   local loader = data.DataLoader(data.TensorDataset(train_x, train_y), {batch_size = p.batch, shuffle = true})
   print(string.format('%s: %d training images, %d test images', p.dataset, train_x:size(1), test_x:size(1)))
-  return {loader = loader, test_x = test_x, test_y = test_y, classes = classes}
+  return {loader = loader, train_x = train_x, train_y = train_y, test_x = test_x, test_y = test_y, classes = classes}
 end
 
 -- ---- training ----------------------------------------------------------------------------
@@ -258,6 +338,13 @@ function recipe.build(p)
   return {model = model, opt = optim.Adam(model:parameters(), {lr = p.lr}), epoch = 0, params = p}
 end
 
+-- Fits the class Gaussians of sample_from=fitted to the codes of the training images, as
+-- the encoder saw them (binarized once, for likelihood=bernoulli).
+local function fit_training_codes(model, p, x, y)
+  if p.likelihood == 'bernoulli' then x = ember.bernoulli(x) end
+  model:fit_codes(x, y)
+end
+
 -- One pass over the training set; logs the loss, the negative ELBO and the seconds taken.
 function recipe.train_epoch(state, d, epoch, log)
   local p, model, opt = state.params, state.model, state.opt
@@ -273,6 +360,7 @@ function recipe.train_epoch(state, d, epoch, log)
   end
   state.epoch = epoch
   log{train_seconds = ember._clock() - t0}
+  if epoch == p.epochs and p.sample_from == 'fitted' then fit_training_codes(model, p, d.train_x, d.train_y) end
 end
 
 -- Test negative ELBO of p(x|y) in nats per image and its parts; IWAE after the last epoch.
@@ -302,22 +390,28 @@ function recipe.sample(state, p, out_dir, n)
   local model = state.model
   local test_x, test_y = load_split(p, 'test')
   local K = model.classes
+  local from = p.sample_from
+  if from == 'fitted' and model.fitted:item() == 0 then
+    -- a run stopped before its last epoch: fit its codes now
+    local train_x, train_y = load_split(p, 'train')
+    fit_training_codes(model, p, train_x, train_y)
+  end
   ember.no_grad(function()
-    -- class_grid.png: row k decodes the same 10 prior draws with label k.
+    -- class_grid.png: row k decodes the same 10 standard normal draws with label k.
     local cols = 10
     local eps = ember.randn(cols, p.latent)
     local rows = {}
-    for k = 1, K do rows[k] = model:decode_images(model:prior_sample(eps, k), k) end
+    for k = 1, K do rows[k] = model:decode_images(model:sample_codes(eps, k, from), k) end
     image.save_grid(ember.cat(rows, 1), out_dir .. '/class_grid.png', {nrow = cols, scale = 2})
 
     -- samples.png: n images of the chosen class, or a row of fresh codes per class.
     if p.class > 0 then
-      image.save_grid(model:generate(n, p.class), out_dir .. '/samples.png',
+      image.save_grid(model:generate(n, p.class, 1, from), out_dir .. '/samples.png',
                       {nrow = math.max(1, math.ceil(math.sqrt(n))), scale = 2})
     else
       local per = math.max(1, math.ceil(n / K))
       local parts = {}
-      for k = 1, K do parts[k] = model:generate(per, k) end
+      for k = 1, K do parts[k] = model:generate(per, k, 1, from) end
       image.save_grid(ember.cat(parts, 1), out_dir .. '/samples.png', {nrow = per, scale = 2})
     end
 

@@ -292,6 +292,59 @@ describe('autoencoder recipes', function()
     assert.are.equal(0, (plain:prior_sample(eps, 5) - eps):abs():max():item())
   end)
 
+  it('the CVAE fits a full-covariance Gaussian per class to its training codes and samples from it', function()
+    local r, p = ember.load_recipe(ROOT .. '/examples/cvae.lua', {'latent=2'})
+    local model = r.build(p).model
+    assert.are.equal(0, model.fitted:item())
+    assert.has_error(function() model:sample_codes(ember.randn(2, 2), 1, 'fitted') end,
+      'cvae: sample_codes: no fitted Gaussians yet (call fit_codes)')
+    -- Replace the encoder's mean by a known map so the codes of each class are known:
+    -- class 1's codes lie on the line z2 = 2 z1 (a covariance no diagonal Gaussian has).
+    local n = 4000
+    ember.manual_seed(11)
+    local t = ember.randn(n, 1)
+    local codes = ember.cat({t, t * 2}, 2) + ember.tensor{{3, -1}}
+    model.encode = function(_, x) return codes:narrow(1, math.tointeger(x[1][1]), x:size(1)) end
+    local x = ember.arange(1, n + 1):view(n, 1) -- x[i][1] = i: the row of its code
+    local y = ember.ones(n)
+    y:narrow(1, n - 99, 100):fill_(2)            -- 100 codes of class 2; class 3..10: none
+    model:fit_codes(x, y)
+    assert.are.equal(1, model.fitted:item())
+    local fitted_mean = model.fit_mean[1]
+    assert.is_true((fitted_mean - ember.tensor{3, -1}):abs():max():item() < 0.1, tostring(fitted_mean))
+    local f = model.fit_factor[1]
+    local cov = f:matmul(f:t())                  -- should be [[1, 2], [2, 4]]
+    assert.is_true((cov - ember.tensor{{1, 2}, {2, 4}}):abs():max():item() < 0.15, tostring(cov))
+    -- draws from class 1 keep z2 = 2 z1 around the mean; a class without codes keeps p(z|y)
+    local z = model:sample_codes(ember.randn(500, 2), 1)
+    local centred = z - ember.tensor{{3, -1}}
+    local off_line = (centred:narrow(2, 2, 1) - centred:narrow(2, 1, 1) * 2):abs():max():item()
+    assert.is_true(off_line < 1e-3, off_line)
+    local eps = ember.randn(3, 2)
+    assert.is_true((model:sample_codes(eps, 7) - model:prior_sample(eps, 7)):abs():max():item() < 1e-5)
+    assert.is_true((model:sample_codes(eps, 1, 'prior') - model:prior_sample(eps, 1)):abs():max():item() == 0)
+    -- the fit is part of the model's state: saved and restored with it
+    local sd = model:state_dict()
+    local fresh = r.build(p).model
+    fresh:load_state_dict(sd)
+    assert.are.equal(1, fresh.fitted:item())
+    assert.is_true((fresh.fit_factor - model.fit_factor):abs():max():item() == 0)
+    -- a checkpoint from before the fit existed loads, sampling from the prior
+    local old = {}
+    for k, v in pairs(sd) do if not k:match('^fit') then old[k] = v end end
+    local older = r.build(p).model
+    older:load_state_dict(old)
+    assert.are.equal(0, older.fitted:item())
+  end)
+
+  it('a CVAE run fits its class Gaussians after the last epoch (sample_from=fitted)', function()
+    local res, dir = ensure_run('cvae')
+    assert.are.equal(0, res.code, res.out)
+    local state = latent.load_run(dir)
+    assert.are.equal(1, state.model.fitted:item())
+    assert.is_true(state.model.fit_factor:abs():sum():item() > 0)
+  end)
+
   it('bad params fail the run with a message', function()
     local cases = {
       {'vae', {'hidden=4x'}, "vae: hidden must be comma-separated positive integers like '400' or '512,256', got '4x'"},
