@@ -86,7 +86,8 @@ end
 -- Mean squared error on the test points.
 function recipe.evaluate(state, data)
   return ember.no_grad(function()
-    return {test_loss = (predict(state, data.test_x) - data.test_z):square():mean():item()}
+    local err = predict(state, data.test_x) - data.test_z
+    return {test_loss = err:square():mean():item(), test_mae = err:abs():mean():item()}
   end)
 end
 

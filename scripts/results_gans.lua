@@ -119,34 +119,36 @@ say('| setting | data | modes captured | high quality | seeds with every mode | 
 say('|---|---|---|---|---:|---|---:|---|')
 for _, sweep in ipairs(GAN2D_SWEEPS) do
   local dir = path(sweep.dir)
+  -- every figure but ms/step comes from the sweep's own summary.csv and runs.csv
+  local _, summary = files.read_csv(dir .. '/summary.csv')
   local _, runs = files.read_csv(dir .. '/runs.csv')
-  if not runs then
+  if not (summary and runs) then
     say('| %s | (no sweep yet) | | | | | | `%s` |', sweep.name, sweep.cmd)
   else
     for _, dataset in ipairs({'ring', 'grid'}) do
-      local modes, hq, per_seed, ms, full = {}, {}, {}, {}, 0
       local total_modes = dataset == 'ring' and 8 or 25
-      for _, row in ipairs(runs) do
-        if row.dataset == dataset and row.status == 'finished' then
-          local res = files.read_lua(dir .. '/runs/' .. row.run .. '/result.lua')
-          local m = res and res.metrics
-          if m then
-            modes[#modes + 1] = m.modes
-            hq[#hq + 1] = 100 * m.hq
-            per_seed[#per_seed + 1] = ('%d'):format(m.modes)
-            if m.modes == total_modes then full = full + 1 end
-            local steps = {}
-            for _, r in ipairs(metrics_rows(dir .. '/runs/' .. row.run)) do
-              if r.ms_step then steps[#steps + 1] = r.ms_step end
-            end
-            ms[#ms + 1] = median(steps)
+      local row
+      for _, r in ipairs(summary) do if r.dataset == dataset then row = r end end
+      local per_seed, ms, full, n = {}, {}, 0, 0
+      for _, r in ipairs(runs) do
+        if r.dataset == dataset and r.status == 'finished' and r.modes then
+          n = n + 1
+          per_seed[#per_seed + 1] = ('%d'):format(r.modes)
+          if r.modes == total_modes then full = full + 1 end
+          local steps = {}
+          for _, m in ipairs(metrics_rows(dir .. '/runs/' .. r.run)) do
+            if m.ms_step then steps[#steps + 1] = m.ms_step end
           end
+          ms[#ms + 1] = median(steps)
         end
       end
-      local mm, ms_ = mean_std(modes)
-      local hm, hs = mean_std(hq)
-      say('| %s | %s | %.1f ± %.1f of %d | %.1f ± %.1f %% | %d/%d | %s | %.1f | `%s` |', sweep.name, dataset, mm, ms_,
-        total_modes, hm, hs, full, #modes, table.concat(per_seed, ' '), median(ms), sweep.cmd)
+      if row and row.modes_mean and row.hq_mean then
+        say('| %s | %s | %.1f ± %.1f of %d | %.1f ± %.1f %% | %d/%d | %s | %.1f | `%s` |', sweep.name, dataset,
+          row.modes_mean, row.modes_std, total_modes, 100 * row.hq_mean, 100 * row.hq_std, full, n,
+          table.concat(per_seed, ' '), median(ms), sweep.cmd)
+      else
+        say('| %s | %s (no finished run in summary.csv) | | | | | | `%s` |', sweep.name, dataset, sweep.cmd)
+      end
     end
   end
 end

@@ -182,7 +182,7 @@ describe('ember run: the run folder', function()
     assert.equal(TINY, cfg.recipe)
     assert.equal('string', type(cfg.git)) -- the examples live in a git repository
     local header, rows = recipe.files.read_csv(dir .. '/r/metrics.csv')
-    assert.same({'epoch', 'step', 'test_loss', 'train_loss'}, header)
+    assert.same({'epoch', 'step', 'test_loss', 'test_mae', 'train_loss'}, header)
     assert.equal(16 + 2, #rows) -- 8 steps per epoch and one evaluation row per epoch
     assert.equal(8, rows[9].step)
     assert.is_number(rows[9].test_loss)

@@ -148,7 +148,8 @@ describe('ember sweep', function()
     assert.matches('| c2-hidden=6 | 6 | no result | 0/2 |', md, 1, true)
     -- summary.csv ranks configurations by the mean test loss, lowest first
     local header, rows = recipe.files.read_csv(dir .. '/s/summary.csv')
-    assert.same({'rank', 'config', 'hidden', 'runs', 'finished', 'failed', 'test_loss_mean', 'test_loss_std'}, header)
+    assert.same({'rank', 'config', 'hidden', 'runs', 'finished', 'failed', 'test_loss_mean', 'test_loss_std',
+                 'test_mae_mean', 'test_mae_std'}, header)
     assert.equal(1, rows[1].rank)
     assert.equal(2, rows[2].rank)
     assert.is_true(rows[1].test_loss_mean <= rows[2].test_loss_mean)
@@ -163,6 +164,17 @@ describe('ember sweep', function()
     end
     assert.equal(2, n)
     assert.near(sum / 2, rows[1].test_loss_mean, 1e-12)
+    -- the other final metrics too: per run in runs.csv, mean ± std per config in both summaries
+    local maes = {}
+    for _, run in ipairs(runs) do
+      if run.config == rows[1].config then maes[#maes + 1] = run.test_mae end
+    end
+    assert.equal(2, #maes)
+    assert.near((maes[1] + maes[2]) / 2, rows[1].test_mae_mean, 1e-12)
+    assert.near(math.abs(maes[1] - maes[2]) / math.sqrt(2), rows[1].test_mae_std, 1e-9)
+    assert.matches('## Other metrics (mean ± std over the finished seeds)', md, 1, true)
+    assert.matches('| rank | config | test_mae |', md, 1, true)
+    assert.matches(('| 1 | %s | %.4g ± %.4g |'):format(rows[1].config, rows[1].test_mae_mean, rows[1].test_mae_std), md, 1, true)
     -- the same command again starts nothing
     local stamp = read(dir .. '/s/runs/c1-hidden=4-seed1/output')
     out, code = sweep(args)

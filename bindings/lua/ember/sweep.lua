@@ -5,7 +5,8 @@
 -- id, seed and params), jobs.txt (one shell line per unfinished run), runs/<id>/ (each
 -- an ordinary run folder plus `output` (what the process printed) and `exit` (its exit
 -- status)), summary.md, summary.csv (configurations ranked by the main metric, mean and
--- std over seeds), runs.csv (one row per run) and plots/.
+-- std over seeds, and the same for every other final metric), runs.csv (one row per run,
+-- each final metric a column) and plots/.
 local ember = require 'ember'
 local recipe = require 'ember.recipe'
 
@@ -387,6 +388,7 @@ function M.collect(dir)
   local goal = plan.main_metric and plan.main_metric.goal or 'min'
   local runs, by_config, order = {}, {}, {}
   local counts = {finished = 0, failed = 0, unfinished = 0}
+  local other_names, other_seen = {}, {}
   for _, run in ipairs(plan.runs) do
     local rdir = dir .. '/runs/' .. run.id
     local info = run_state(rdir)
@@ -397,6 +399,16 @@ function M.collect(dir)
     elseif info.state == 'failed' then counts.failed = counts.failed + 1
     else counts.unfinished = counts.unfinished + 1 end
     if metric and info.state == 'finished' then entry.metric = run_metric(rdir, info, metric) end
+    -- the run's other final metrics (numbers in result.lua), reported beside the main one
+    entry.others = {}
+    if info.state == 'finished' and info.result and type(info.result.metrics) == 'table' then
+      for name, v in pairs(info.result.metrics) do
+        if name ~= metric and type(v) == 'number' and v == v then
+          entry.others[name] = v
+          if not other_seen[name] then other_seen[name] = true; other_names[#other_names + 1] = name end
+        end
+      end
+    end
     runs[#runs + 1] = entry
     if not by_config[run.config] then
       by_config[run.config] = {config = run.config, params = run.params, runs = {}, values = {}}
@@ -408,10 +420,20 @@ function M.collect(dir)
       c.values[#c.values + 1] = entry.metric
     end
   end
+  table.sort(other_names)
   local configs = {}
   for _, id in ipairs(order) do
     local c = by_config[id]
     if #c.values > 0 then c.mean, c.std = mean_std(c.values) end
+    c.others = {}
+    for _, name in ipairs(other_names) do
+      local xs = {}
+      for _, run in ipairs(c.runs) do if run.others[name] then xs[#xs + 1] = run.others[name] end end
+      if #xs > 0 then
+        local m, sd = mean_std(xs)
+        c.others[name] = {mean = m, std = sd, n = #xs}
+      end
+    end
     c.failed = 0
     for _, run in ipairs(c.runs) do if run.state == 'failed' then c.failed = c.failed + 1 end end
     configs[#configs + 1] = c
@@ -433,10 +455,15 @@ function M.collect(dir)
   local header = {'rank', 'config'}
   for _, k in ipairs(plan.swept) do header[#header + 1] = k end
   for _, h in ipairs{'runs', 'finished', 'failed', mname .. '_mean', mname .. '_std'} do header[#header + 1] = h end
+  for _, name in ipairs(other_names) do
+    header[#header + 1] = name .. '_mean'
+    header[#header + 1] = name .. '_std'
+  end
   local rows = {}
   for _, c in ipairs(configs) do
     local row = {rank = c.rank, config = c.config, runs = #c.runs, finished = #c.values, failed = c.failed,
                  [mname .. '_mean'] = c.mean, [mname .. '_std'] = c.std}
+    for name, o in pairs(c.others) do row[name .. '_mean'], row[name .. '_std'] = o.mean, o.std end
     for _, k in ipairs(plan.swept) do row[k] = c.params[k] end
     rows[#rows + 1] = row
   end
@@ -445,11 +472,14 @@ function M.collect(dir)
   -- runs.csv: one row per run
   local rheader = {'run', 'config', 'seed'}
   for _, k in ipairs(plan.swept) do rheader[#rheader + 1] = k end
-  for _, h in ipairs{'status', 'exit', mname, 'seconds', 'error'} do rheader[#rheader + 1] = h end
+  for _, h in ipairs{'status', 'exit', mname} do rheader[#rheader + 1] = h end
+  for _, name in ipairs(other_names) do rheader[#rheader + 1] = name end
+  for _, h in ipairs{'seconds', 'error'} do rheader[#rheader + 1] = h end
   local rrows = {}
   for _, run in ipairs(runs) do
     local row = {run = run.id, config = run.config, seed = run.seed, status = run.state, exit = run.exit,
                  [mname] = run.metric, seconds = run.seconds, error = run.error}
+    for name, v in pairs(run.others) do row[name] = v end
     for _, k in ipairs(plan.swept) do row[k] = run.params[k] end
     rrows[#rrows + 1] = row
   end
@@ -483,6 +513,23 @@ function M.collect(dir)
     cells[#cells + 1] = c.mean and (short(c.mean) .. ' ± ' .. short(c.std)) or 'no result'
     cells[#cells + 1] = string.format('%d/%d', #c.values, #c.runs)
     md[#md + 1] = '| ' .. table.concat(cells, ' | ') .. ' |'
+  end
+  if #other_names > 0 and counts.finished > 0 then
+    md[#md + 1] = ''
+    md[#md + 1] = '## Other metrics (mean ± std over the finished seeds)'
+    md[#md + 1] = ''
+    local oh, oa = {'rank', 'config'}, {'---:', '---'}
+    for _, name in ipairs(other_names) do oh[#oh + 1] = name; oa[#oa + 1] = '---' end
+    md[#md + 1] = '| ' .. table.concat(oh, ' | ') .. ' |'
+    md[#md + 1] = '|' .. table.concat(oa, '|') .. '|'
+    for _, c in ipairs(configs) do
+      local cells = {c.rank and tostring(c.rank) or '–', c.config}
+      for _, name in ipairs(other_names) do
+        local o = c.others[name]
+        cells[#cells + 1] = o and (short(o.mean) .. ' ± ' .. short(o.std)) or ''
+      end
+      md[#md + 1] = '| ' .. table.concat(cells, ' | ') .. ' |'
+    end
   end
   if counts.failed > 0 then
     md[#md + 1] = ''
