@@ -30,6 +30,7 @@ local losses = require 'ember.losses'
 local data = require 'ember.data'
 local image = require 'ember.image'
 local latent = require 'ember.latent'
+local ae = require 'ember.autoencoders'
 
 local recipe = {
   name = 'autoencoder',
@@ -54,59 +55,19 @@ local recipe = {
   main_metric = {name = 'test_mse', goal = 'min'},
 }
 
-local PIXELS = 784
+local PIXELS = ae.PIXELS
 
 -- ---- the model ------------------------------------------------------------------------
-
--- "400" or "512,256" -> {400} or {512, 256}.
-local function parse_hidden(text)
-  local sizes = {}
-  for item in tostring(text):gmatch('[^,]+') do
-    local n = math.tointeger(tonumber(item))
-    if not n or n < 1 then
-      error(("autoencoder: hidden must be comma-separated positive integers like '400' or '512,256', got '%s'"):format(text), 0)
-    end
-    sizes[#sizes + 1] = n
-  end
-  return sizes
-end
-
--- Appends Linear+ReLU layers from size `from` through `sizes` to seq; returns the last size.
-local function add_mlp(seq, from, sizes)
-  for _, h in ipairs(sizes) do
-    seq:add(nn.Linear(from, h)):add(nn.ReLU())
-    from = h
-  end
-  return from
-end
 
 local Autoencoder = nn.Module:extend('Autoencoder')
 
 -- opts: arch, latent, hidden (list of sizes, encoder order).
 function Autoencoder:init(opts)
   self.latent_size = opts.latent
-  local rev = {}
-  for i = #opts.hidden, 1, -1 do rev[#rev + 1] = opts.hidden[i] end
   self.encoder = nn.Sequential()
-  self.decoder = nn.Sequential()
-  if opts.arch == 'conv' then
-    self.encoder:add(nn.Reshape(1, 28, 28))
-      :add(nn.Conv2d(1, 32, 4, {stride = 2, padding = 1})):add(nn.ReLU())
-      :add(nn.Conv2d(32, 64, 4, {stride = 2, padding = 1})):add(nn.ReLU())
-      :add(nn.Flatten())
-    local feat = add_mlp(self.encoder, 64 * 7 * 7, opts.hidden)
-    self.encoder:add(nn.Linear(feat, opts.latent))
-    local last = add_mlp(self.decoder, opts.latent, rev)
-    self.decoder:add(nn.Linear(last, 64 * 7 * 7)):add(nn.ReLU()):add(nn.Reshape(64, 7, 7))
-      :add(nn.ConvTranspose2d(64, 32, 4, {stride = 2, padding = 1})):add(nn.ReLU())
-      :add(nn.ConvTranspose2d(32, 1, 4, {stride = 2, padding = 1}))
-      :add(nn.Flatten())
-  else
-    local feat = add_mlp(self.encoder, PIXELS, opts.hidden)
-    self.encoder:add(nn.Linear(feat, opts.latent))
-    local last = add_mlp(self.decoder, opts.latent, rev)
-    self.decoder:add(nn.Linear(last, PIXELS))
-  end
+  local feat = ae.add_encoder_body(self.encoder, opts.arch, opts.hidden)
+  self.encoder:add(nn.Linear(feat, opts.latent))
+  self.decoder = ae.decoder(opts.arch, opts.latent, opts.hidden)
   -- Per-dimension mean and std of the training codes (for random_codes.png).
   self:register_buffer('code_mean', ember.zeros(opts.latent))
   self:register_buffer('code_std', ember.ones(opts.latent))
@@ -145,14 +106,7 @@ end
 
 -- ---- data -------------------------------------------------------------------------------
 
--- Images of one split as flat pixels [N x 784] in [0, 1] and labels [N] (1..10).
-local function load_split(p, split)
-  local ds = p.dataset == 'mnist' and data.mnist{split = split} or data.fashion_mnist{split = split}
-  local x, y = ds.x, ds.y
-  local limit = split == 'train' and p.train_subset or p.test_subset
-  if limit > 0 and limit < x:size(1) then x, y = x:narrow(1, 1, limit), y:narrow(1, 1, limit) end
-  return x:reshape(x:size(1), PIXELS), y
-end
+local load_split = ae.load_split
 
 function recipe.data(p)
   local train_x, train_y = load_split(p, 'train')
@@ -169,7 +123,7 @@ function recipe.build(p)
     if p[name] < 1 then error(('autoencoder: %s must be >= 1, got %d'):format(name, p[name]), 0) end
   end
   if p.lr <= 0 then error('autoencoder: lr must be > 0', 0) end
-  local model = Autoencoder{arch = p.arch, latent = p.latent, hidden = parse_hidden(p.hidden)}
+  local model = Autoencoder{arch = p.arch, latent = p.latent, hidden = ae.parse_sizes(p.hidden, 'autoencoder')}
   return {model = model, opt = optim.Adam(model:parameters(), {lr = p.lr}), params = p}
 end
 
@@ -209,28 +163,11 @@ end
 
 -- ---- pictures -------------------------------------------------------------------------------
 
--- Interleaves rows: `cols` originals, then their reconstructions, and so on -> one batch.
-local function pairs_of_rows(originals, recons, cols)
-  local parts = {}
-  for first = 1, originals:size(1), cols do
-    local count = math.min(cols, originals:size(1) - first + 1)
-    parts[#parts + 1] = originals:narrow(1, first, count)
-    parts[#parts + 1] = recons:narrow(1, first, count)
-  end
-  return ember.cat(parts, 1)
-end
-
 --- recipe.generate(state, params, n) -> n decoded random codes [n x 1 x 28 x 28] in [0, 1]
 --- (the same draw as random_codes.png), for scripts/quality.lua: how the AE's holes score.
 function recipe.generate(state, p, n)
   local model = state.model
-  return ember.no_grad(function()
-    local parts = {}
-    for first = 1, n, 1000 do
-      parts[#parts + 1] = model:decode_images(model:random_codes(math.min(1000, n - first + 1)))
-    end
-    return #parts == 1 and parts[1] or ember.cat(parts, 1)
-  end)
+  return ae.in_chunks(n, 1000, function(k) return model:decode_images(model:random_codes(k)) end)
 end
 
 -- reconstructions.png and random_codes.png (n decoded random codes) in out_dir.
@@ -241,7 +178,7 @@ function recipe.sample(state, p, out_dir, n)
     local m = math.min(32, test_x:size(1))
     local originals = test_x:narrow(1, 1, m)
     local recons = model:decode_images(model:encode(originals))
-    image.save_grid(pairs_of_rows(originals:reshape(m, 1, 28, 28), recons, 8),
+    image.save_grid(ae.pairs_of_rows(originals:reshape(m, 1, 28, 28), recons, 8),
                     out_dir .. '/reconstructions.png', {nrow = 8, scale = 2})
     local nrow = math.max(1, math.ceil(math.sqrt(n)))
     image.save_grid(model:decode_images(model:random_codes(n)), out_dir .. '/random_codes.png',

@@ -52,6 +52,7 @@ local losses = require 'ember.losses'
 local data = require 'ember.data'
 local image = require 'ember.image'
 local latent = require 'ember.latent'
+local ae = require 'ember.autoencoders'
 
 local recipe = {
   name = 'cvae',
@@ -83,32 +84,10 @@ local recipe = {
   main_metric = {name = 'test_neg_elbo', goal = 'min'},
 }
 
-local PIXELS = 784
+local PIXELS = ae.PIXELS
 local CLASSES = 10
 
 -- ---- the model ------------------------------------------------------------------------
-
--- "400" or "512,256" -> {400} or {512, 256}.
-local function parse_hidden(text)
-  local sizes = {}
-  for item in tostring(text):gmatch('[^,]+') do
-    local n = math.tointeger(tonumber(item))
-    if not n or n < 1 then
-      error(("cvae: hidden must be comma-separated positive integers like '400' or '512,256', got '%s'"):format(text), 0)
-    end
-    sizes[#sizes + 1] = n
-  end
-  return sizes
-end
-
--- Appends Linear+ReLU layers from size `from` through `sizes` to seq; returns the last size.
-local function add_mlp(seq, from, sizes)
-  for _, h in ipairs(sizes) do
-    seq:add(nn.Linear(from, h)):add(nn.ReLU())
-    from = h
-  end
-  return from
-end
 
 local CVAE = nn.Module:extend('CVAE')
 
@@ -127,30 +106,17 @@ function CVAE:init(opts)
   self:register_buffer('fit_mean', ember.zeros(opts.classes, opts.latent))
   self:register_buffer('fit_factor', ember.zeros(opts.classes, opts.latent, opts.latent))
   self:register_buffer('fitted', ember.zeros(1))
-  local rev = {}
-  for i = #opts.hidden, 1, -1 do rev[#rev + 1] = opts.hidden[i] end
   local image_features = PIXELS
   if opts.arch == 'conv' then
     -- [N x 784] -> [N x 1 x 28 x 28] -> [N x 32 x 14 x 14] -> [N x 64 x 7 x 7] -> [N x 3136]
-    self.features = nn.Sequential(nn.Reshape(1, 28, 28),
-      nn.Conv2d(1, 32, 4, {stride = 2, padding = 1}), nn.ReLU(),
-      nn.Conv2d(32, 64, 4, {stride = 2, padding = 1}), nn.ReLU(), nn.Flatten())
-    image_features = 64 * 7 * 7
+    self.features = nn.Sequential()
+    image_features = ae.add_conv_features(self.features)
   end
   self.encoder = nn.Sequential()
-  local feat = add_mlp(self.encoder, image_features + opts.classes, opts.hidden)
+  local feat = ae.add_mlp(self.encoder, image_features + opts.classes, opts.hidden)
   self.mu_head = nn.Linear(feat, opts.latent)
   self.logvar_head = nn.Linear(feat, opts.latent)
-  self.decoder = nn.Sequential()
-  local last = add_mlp(self.decoder, opts.latent + opts.classes, rev)
-  if opts.arch == 'conv' then
-    self.decoder:add(nn.Linear(last, 64 * 7 * 7)):add(nn.ReLU()):add(nn.Reshape(64, 7, 7))
-      :add(nn.ConvTranspose2d(64, 32, 4, {stride = 2, padding = 1})):add(nn.ReLU())
-      :add(nn.ConvTranspose2d(32, 1, 4, {stride = 2, padding = 1}))
-      :add(nn.Flatten())
-  else
-    self.decoder:add(nn.Linear(last, PIXELS))
-  end
+  self.decoder = ae.decoder(opts.arch, opts.latent + opts.classes, opts.hidden)
 end
 
 -- Labels as one-hot rows [N x K]: y a tensor [N] of classes 1..K, a class number
@@ -300,20 +266,7 @@ end
 
 -- Flat pixels [N x 784] in [0, 1], labels [N] (1..10) and class names of one split; the
 -- test images of likelihood=bernoulli are binarized once with a fixed seed.
-local function load_split(p, split)
-  local ds = p.dataset == 'mnist' and data.mnist{split = split} or data.fashion_mnist{split = split}
-  local x, y = ds.x, ds.y
-  local limit = split == 'train' and p.train_subset or p.test_subset
-  if limit > 0 and limit < x:size(1) then x, y = x:narrow(1, 1, limit), y:narrow(1, 1, limit) end
-  x = x:reshape(x:size(1), PIXELS)
-  if split == 'test' and p.likelihood == 'bernoulli' then
-    local rng = ember.get_rng_state()
-    ember.manual_seed(20240601)
-    x = ember.bernoulli(x)
-    ember.set_rng_state(rng)
-  end
-  return x, y, ds.classes
-end
+local load_split = ae.load_split
 
 function recipe.data(p)
   local train_x, train_y = load_split(p, 'train')
@@ -333,7 +286,7 @@ function recipe.build(p)
     error(('cvae: class must be 0 (all) or a class 1..%d, got %d'):format(CLASSES, p.class), 0)
   end
   if p.beta < 0 or p.lr <= 0 or p.iw_k < 0 then error('cvae: beta and iw_k must be >= 0 and lr > 0', 0) end
-  local model = CVAE{arch = p.arch, latent = p.latent, hidden = parse_hidden(p.hidden), classes = CLASSES,
+  local model = CVAE{arch = p.arch, latent = p.latent, hidden = ae.parse_sizes(p.hidden, 'cvae'), classes = CLASSES,
                      prior = p.prior}
   return {model = model, opt = optim.Adam(model:parameters(), {lr = p.lr}), epoch = 0, params = p}
 end

@@ -24,6 +24,7 @@ local optim = require 'ember.optim'
 local losses = require 'ember.losses'
 local data = require 'ember.data'
 local image = require 'ember.image'
+local ae = require 'ember.autoencoders'
 
 local recipe = {
   name = 'denoising_autoencoder',
@@ -52,59 +53,19 @@ local recipe = {
   main_metric = {name = 'test_psnr_denoised', goal = 'max'},
 }
 
-local PIXELS = 784
+local PIXELS = ae.PIXELS
 
 -- ---- the model ------------------------------------------------------------------------
-
--- "400" or "512,256" -> {400} or {512, 256}.
-local function parse_hidden(text)
-  local sizes = {}
-  for item in tostring(text):gmatch('[^,]+') do
-    local n = math.tointeger(tonumber(item))
-    if not n or n < 1 then
-      error(("denoising_autoencoder: hidden must be comma-separated positive integers like '400', got '%s'"):format(text), 0)
-    end
-    sizes[#sizes + 1] = n
-  end
-  return sizes
-end
-
--- Appends Linear+ReLU layers from size `from` through `sizes` to seq; returns the last size.
-local function add_mlp(seq, from, sizes)
-  for _, h in ipairs(sizes) do
-    seq:add(nn.Linear(from, h)):add(nn.ReLU())
-    from = h
-  end
-  return from
-end
 
 local DenoisingAutoencoder = nn.Module:extend('DenoisingAutoencoder')
 
 -- opts: arch, latent, hidden (list of sizes, encoder order).
 function DenoisingAutoencoder:init(opts)
   self.latent_size = opts.latent
-  local rev = {}
-  for i = #opts.hidden, 1, -1 do rev[#rev + 1] = opts.hidden[i] end
   self.encoder = nn.Sequential()
-  self.decoder = nn.Sequential()
-  if opts.arch == 'conv' then
-    self.encoder:add(nn.Reshape(1, 28, 28))
-      :add(nn.Conv2d(1, 32, 4, {stride = 2, padding = 1})):add(nn.ReLU())
-      :add(nn.Conv2d(32, 64, 4, {stride = 2, padding = 1})):add(nn.ReLU())
-      :add(nn.Flatten())
-    local feat = add_mlp(self.encoder, 64 * 7 * 7, opts.hidden)
-    self.encoder:add(nn.Linear(feat, opts.latent))
-    local last = add_mlp(self.decoder, opts.latent, rev)
-    self.decoder:add(nn.Linear(last, 64 * 7 * 7)):add(nn.ReLU()):add(nn.Reshape(64, 7, 7))
-      :add(nn.ConvTranspose2d(64, 32, 4, {stride = 2, padding = 1})):add(nn.ReLU())
-      :add(nn.ConvTranspose2d(32, 1, 4, {stride = 2, padding = 1}))
-      :add(nn.Flatten())
-  else
-    local feat = add_mlp(self.encoder, PIXELS, opts.hidden)
-    self.encoder:add(nn.Linear(feat, opts.latent))
-    local last = add_mlp(self.decoder, opts.latent, rev)
-    self.decoder:add(nn.Linear(last, PIXELS))
-  end
+  local feat = ae.add_encoder_body(self.encoder, opts.arch, opts.hidden)
+  self.encoder:add(nn.Linear(feat, opts.latent))
+  self.decoder = ae.decoder(opts.arch, opts.latent, opts.hidden)
 end
 
 --- dae:encode(x) -> codes [N x latent] for (noisy) images x [N x 784] or [N x 1 x 28 x 28].
@@ -139,13 +100,7 @@ end
 -- ---- data -------------------------------------------------------------------------------
 
 -- Images of one split as flat pixels [N x 784] in [0, 1].
-local function load_split(p, split)
-  local ds = p.dataset == 'mnist' and data.mnist{split = split} or data.fashion_mnist{split = split}
-  local x = ds.x
-  local limit = split == 'train' and p.train_subset or p.test_subset
-  if limit > 0 and limit < x:size(1) then x = x:narrow(1, 1, limit) end
-  return x:reshape(x:size(1), PIXELS)
-end
+local function load_split(p, split) return (ae.load_split(p, split)) end
 
 -- The clean test images and a noisy copy made once with a fixed seed.
 local function test_pair(p)
@@ -176,7 +131,7 @@ function recipe.build(p)
   if p.level < 0 or (p.noise == 'salt_and_pepper' and p.level > 1) then
     error(('denoising_autoencoder: level must be >= 0 (and <= 1 for salt_and_pepper), got %g'):format(p.level), 0)
   end
-  local model = DenoisingAutoencoder{arch = p.arch, latent = p.latent, hidden = parse_hidden(p.hidden)}
+  local model = DenoisingAutoencoder{arch = p.arch, latent = p.latent, hidden = ae.parse_sizes(p.hidden, 'denoising_autoencoder')}
   return {model = model, opt = optim.Adam(model:parameters(), {lr = p.lr}), params = p}
 end
 

@@ -38,6 +38,7 @@ local data = require 'ember.data'
 local image = require 'ember.image'
 local plot = require 'ember.plot'
 local latent = require 'ember.latent'
+local ae = require 'ember.autoencoders'
 
 local recipe = {
   name = 'vae',
@@ -65,59 +66,19 @@ local recipe = {
   main_metric = {name = 'test_neg_elbo', goal = 'min'},
 }
 
-local PIXELS = 784
+local PIXELS = ae.PIXELS
 
 -- ---- the model ------------------------------------------------------------------------
-
--- "400" or "512,256" -> {400} or {512, 256}.
-local function parse_hidden(text)
-  local sizes = {}
-  for item in tostring(text):gmatch('[^,]+') do
-    local n = math.tointeger(tonumber(item))
-    if not n or n < 1 then
-      error(("vae: hidden must be comma-separated positive integers like '400' or '512,256', got '%s'"):format(text), 0)
-    end
-    sizes[#sizes + 1] = n
-  end
-  return sizes
-end
-
--- Appends Linear+ReLU layers from size `from` through `sizes` to seq; returns the last size.
-local function add_mlp(seq, from, sizes)
-  for _, h in ipairs(sizes) do
-    seq:add(nn.Linear(from, h)):add(nn.ReLU())
-    from = h
-  end
-  return from
-end
 
 local VAE = nn.Module:extend('VAE')
 
 -- opts: arch, latent, hidden (list of sizes, encoder order).
 function VAE:init(opts)
   self.latent_size = opts.latent
-  local rev = {}
-  for i = #opts.hidden, 1, -1 do rev[#rev + 1] = opts.hidden[i] end
+  -- conv: [N x 1 x 28 x 28] -> [N x 32 x 14 x 14] -> [N x 64 x 7 x 7] -> [N x 3136] -> hidden
   self.encoder = nn.Sequential()
-  self.decoder = nn.Sequential()
-  local feat
-  if opts.arch == 'conv' then
-    -- [N x 1 x 28 x 28] -> [N x 32 x 14 x 14] -> [N x 64 x 7 x 7] -> [N x 3136] -> hidden
-    self.encoder:add(nn.Reshape(1, 28, 28))
-      :add(nn.Conv2d(1, 32, 4, {stride = 2, padding = 1})):add(nn.ReLU())
-      :add(nn.Conv2d(32, 64, 4, {stride = 2, padding = 1})):add(nn.ReLU())
-      :add(nn.Flatten())
-    feat = add_mlp(self.encoder, 64 * 7 * 7, opts.hidden)
-    local last = add_mlp(self.decoder, opts.latent, rev)
-    self.decoder:add(nn.Linear(last, 64 * 7 * 7)):add(nn.ReLU()):add(nn.Reshape(64, 7, 7))
-      :add(nn.ConvTranspose2d(64, 32, 4, {stride = 2, padding = 1})):add(nn.ReLU())
-      :add(nn.ConvTranspose2d(32, 1, 4, {stride = 2, padding = 1}))
-      :add(nn.Flatten())
-  else
-    feat = add_mlp(self.encoder, PIXELS, opts.hidden)
-    local last = add_mlp(self.decoder, opts.latent, rev)
-    self.decoder:add(nn.Linear(last, PIXELS))
-  end
+  local feat = ae.add_encoder_body(self.encoder, opts.arch, opts.hidden)
+  self.decoder = ae.decoder(opts.arch, opts.latent, opts.hidden)
   self.mu_head = nn.Linear(feat, opts.latent)
   self.logvar_head = nn.Linear(feat, opts.latent)
 end
@@ -153,23 +114,9 @@ end
 
 -- ---- data -------------------------------------------------------------------------------
 
--- Images of one split as flat pixels [N x 784] in [0, 1], labels [N] (1..10), class names.
--- The test images of likelihood=bernoulli are binarized once with a fixed seed, so every
--- epoch and every run is scored on the same binary digits.
-local function load_split(p, split)
-  local ds = p.dataset == 'mnist' and data.mnist{split = split} or data.fashion_mnist{split = split}
-  local x, y = ds.x, ds.y
-  local limit = split == 'train' and p.train_subset or p.test_subset
-  if limit > 0 and limit < x:size(1) then x, y = x:narrow(1, 1, limit), y:narrow(1, 1, limit) end
-  x = x:reshape(x:size(1), PIXELS)
-  if split == 'test' and p.likelihood == 'bernoulli' then
-    local rng = ember.get_rng_state()
-    ember.manual_seed(20240601)
-    x = ember.bernoulli(x)
-    ember.set_rng_state(rng)
-  end
-  return x, y, ds.classes
-end
+-- Flat pixels [N x 784] in [0, 1], labels [N] (1..10) and class names of one split; the
+-- test images of likelihood=bernoulli are binarized once with a fixed seed.
+local load_split = ae.load_split
 
 function recipe.data(p)
   local train_x, train_y = load_split(p, 'train')
@@ -188,7 +135,7 @@ function recipe.build(p)
   if p.beta < 0 or p.lr <= 0 or p.kl_warmup < 0 or p.iw_k < 0 then
     error('vae: beta, kl_warmup and iw_k must be >= 0 and lr > 0', 0)
   end
-  local model = VAE{arch = p.arch, latent = p.latent, hidden = parse_hidden(p.hidden)}
+  local model = VAE{arch = p.arch, latent = p.latent, hidden = ae.parse_sizes(p.hidden, 'vae')}
   return {model = model, opt = optim.Adam(model:parameters(), {lr = p.lr}), epoch = 0, params = p}
 end
 
@@ -238,17 +185,6 @@ end
 
 -- ---- pictures -------------------------------------------------------------------------------
 
--- Interleaves rows: `cols` originals, then their reconstructions, and so on -> one batch.
-local function pairs_of_rows(originals, recons, cols)
-  local parts = {}
-  for first = 1, originals:size(1), cols do
-    local count = math.min(cols, originals:size(1) - first + 1)
-    parts[#parts + 1] = originals:narrow(1, first, count)
-    parts[#parts + 1] = recons:narrow(1, first, count)
-  end
-  return ember.cat(parts, 1)
-end
-
 -- Rows that walk from test image a_i to b_i: [a_i, decoded path (steps), b_i].
 local function interpolation_rows(model, xa, xb, steps, mode)
   local za, zb = model:encode(xa), model:encode(xb)
@@ -264,13 +200,7 @@ end
 --- Bernoulli means [n x 1 x 28 x 28] in [0, 1] (as samples.png), for scripts/quality.lua.
 function recipe.generate(state, p, n)
   local model = state.model
-  return ember.no_grad(function()
-    local parts = {}
-    for first = 1, n, 1000 do
-      parts[#parts + 1] = model:decode_images(ember.randn(math.min(1000, n - first + 1), p.latent))
-    end
-    return #parts == 1 and parts[1] or ember.cat(parts, 1)
-  end)
+  return ae.in_chunks(n, 1000, function(k) return model:decode_images(ember.randn(k, p.latent)) end)
 end
 
 -- Writes the pictures listed in the header into out_dir; n = images in samples.png.
@@ -285,7 +215,7 @@ function recipe.sample(state, p, out_dir, n)
     local m = math.min(32, test_x:size(1))
     local originals = test_x:narrow(1, 1, m)
     local recons = model:decode_images(model:encode(originals))
-    image.save_grid(pairs_of_rows(originals:reshape(m, 1, 28, 28), recons, 8),
+    image.save_grid(ae.pairs_of_rows(originals:reshape(m, 1, 28, 28), recons, 8),
                     out_dir .. '/reconstructions.png', {nrow = 8, scale = 2})
 
     local pairs_n = math.min(8, test_x:size(1) // 2)
