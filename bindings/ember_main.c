@@ -13,7 +13,8 @@
  *
  * Ctrl-C while Lua code runs raises the Lua error "interrupted" at the next safe point
  * (a debug hook set from the signal handler), so training loops can catch it with pcall
- * and save a checkpoint; at the REPL prompt it only abandons the line being typed.
+ * and save a checkpoint; at the REPL prompt it only abandons the line being typed. Under
+ * `ember run|sample|sweep`, SIGTERM (kill, a cluster's time limit) stops Lua the same way.
  *
  * Line editing uses libedit's readline emulation; history lives in $EMBER_HISTORY or
  * ~/.ember_history as plain text, one entry per line.
@@ -182,6 +183,17 @@ static void on_sigint(int sig)
     g_line_interrupted = 1;
     return;
   }
+  signal(sig, SIG_DFL);
+  if (g_state != NULL)
+    lua_sethook(g_state, interrupt_hook,
+                LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+}
+
+/* SIGTERM handler for `ember run|sample|sweep`: the polite stop that `kill`, a cluster's
+ * time limit (Slurm sends SIGTERM first) or a shutdown give. It stops Lua as Ctrl-C does,
+ * so a run saves its checkpoint before it goes; a second SIGTERM kills at once. */
+static void on_sigterm(int sig)
+{
   signal(sig, SIG_DFL);
   if (g_state != NULL)
     lua_sethook(g_state, interrupt_hook,
@@ -1116,8 +1128,11 @@ static int protected_main(lua_State *L)
   luaL_checkversion(L);
 
   if (argc >= 2 && is_subcommand(argv[1])) {
+    struct sigaction term;
     open_libraries(L);
     install_sigint_handler();
+    if (sigaction(SIGTERM, NULL, &term) == 0 && term.sa_handler != SIG_IGN)
+      set_handler(SIGTERM, on_sigterm);
     lua_pushinteger(L, run_subcommand(L, argc, argv));
     return 1;
   }

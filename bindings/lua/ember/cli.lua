@@ -18,7 +18,8 @@ config.lua, metrics.csv, log, checkpoint, result.lua and samples/.
   --seed N           seed of the random generator (default 1)
   --threads N        threads for this run (default: ember's default)
   --resume DIR       continue an interrupted run exactly where its checkpoint stopped
-Ctrl-C saves a checkpoint and exits with status 130.]],
+Ctrl-C, or SIGTERM (kill, a cluster job's time limit), saves a checkpoint and exits
+with status 130.]],
   sample = [[
 usage: ember sample DIR [--n N] [--out PATH] [--seed N]
 
