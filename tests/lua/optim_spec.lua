@@ -457,3 +457,62 @@ describe('learning-rate schedules', function()
     expect_error("LinearWarmup: option 'after' must be a schedule of the same optimizer", optim.LinearWarmup, opt, { warmup_steps = 2, after = other })
   end)
 end)
+
+describe('optim.EMA (weight averaging)', function()
+  local nn = require 'ember.nn'
+
+  local function net()
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+  end
+
+  it('averages every parameter with the decay, copies buffers, and reset copies all', function()
+    ember.manual_seed(2)
+    local model, average = net(), net()
+    local ema = optim.EMA(average, model, {decay = 0.9})
+    ema:reset()
+    for name, a in average:named_parameters() do
+      assert.are.equal(0, (a - model:state_dict()[name]):abs():max():item(), name)
+    end
+    -- one training-like change, then an update: a = 0.9 a + 0.1 w
+    local before = {}
+    for name, a in average:named_parameters() do before[name] = a:clone() end
+    model:train()
+    model(ember.randn(8, 3)) -- moves BatchNorm's running statistics
+    ember.no_grad(function() for _, w in ipairs(model:parameters()) do w:add_(1) end end)
+    local model_before = model[1].weight:clone()
+    ema:update()
+    local now = model:state_dict()
+    for name, a in average:named_parameters() do
+      local expected = before[name] * 0.9 + now[name] * 0.1
+      assert.is_true((a - expected):abs():max():item() < 1e-6, name)
+    end
+    for name, b in average:named_buffers() do
+      assert.are.equal(0, (b - now[name]):abs():max():item(), name)
+    end
+    -- the model itself is untouched by update
+    assert.are.equal(0, (model[1].weight - model_before):abs():max():item())
+  end)
+
+  it('defaults to decay 0.999 and records no gradients', function()
+    local model, average = net(), net()
+    local ema = optim.EMA(average, model)
+    assert.are.equal(0.999, ema.decay)
+    ema:update()
+    assert.is_nil(average[1].weight.grad)
+    assert.is_nil(average[1].weight.grad_fn)
+  end)
+
+  it('refuses bad arguments and modules of different structure', function()
+    local model = net()
+    expect_error('optim.EMA: average (argument 1) must be a module, got 3', optim.EMA, 3, model)
+    expect_error('optim.EMA: model (argument 2) must be a module, got nil', optim.EMA, net())
+    expect_error('optim.EMA: decay must be a number in [0, 1), got 1', optim.EMA, net(), model, {decay = 1})
+    expect_error('optim.EMA: opts (argument 3) must be a table, got number', optim.EMA, net(), model, 0.9)
+    expect_error('optim.EMA: parameter "1.weight" is [5 x 3] in the average but [4 x 3] in the model',
+      optim.EMA, nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(4), nn.Linear(4, 2)), model)
+    expect_error('optim.EMA: the average has no parameter "3.weight"', optim.EMA,
+      nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), model)
+    expect_error('optim.EMA: the model has no parameter "3.weight"', optim.EMA,
+      model, nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)))
+  end)
+end)

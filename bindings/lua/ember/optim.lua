@@ -554,4 +554,84 @@ end
 
 optim.Schedule = Schedule
 
+-- ---- weight averaging --------------------------------------------------------------
+
+local EMA = {}
+EMA.__index = EMA
+EMA.__name = 'optim.EMA'
+
+local function module_like(v)
+  return type(v) == 'table' and type(v.named_parameters) == 'function' and type(v.named_buffers) == 'function'
+end
+
+-- name -> tensor of a module's parameters (or buffers).
+local function by_name(iter)
+  local out = {}
+  for name, t in iter do out[name] = t end
+  return out
+end
+
+--- optim.EMA(average, model [, {decay = 0.999}]) -> keeps `average`, a second module of
+--- the same structure as `model` (two instances of one class), an exponential moving
+--- average of model's weights: after each optimizer step, ema:update() sets every
+--- parameter a = decay * a + (1 - decay) * w and copies the buffers (BatchNorm's running
+--- statistics) as they are. Evaluate or save `average`; train `model` (as PyTorch's
+--- AveragedModel with an EMA). ema:reset() copies model's weights into average.
+--- The state is all in `average`, so checkpointing it checkpoints the average.
+function optim.EMA(average, model, opts)
+  if not module_like(average) then
+    error(('optim.EMA: average (argument 1) must be a module, got %s'):format(describe(average)), 2)
+  end
+  if not module_like(model) then
+    error(('optim.EMA: model (argument 2) must be a module, got %s'):format(describe(model)), 2)
+  end
+  if opts ~= nil and type(opts) ~= 'table' then
+    error(('optim.EMA: opts (argument 3) must be a table, got %s'):format(type(opts)), 2)
+  end
+  local decay = (opts or {}).decay or 0.999
+  if not (is_number(decay) and decay >= 0 and decay < 1) then
+    error(('optim.EMA: decay must be a number in [0, 1), got %s'):format(describe(decay)), 2)
+  end
+  local self = setmetatable({decay = decay, pairs = {}, buffer_pairs = {}}, EMA)
+  local avg_params, avg_buffers = by_name(average:named_parameters()), by_name(average:named_buffers())
+  local function pair_up(kind, theirs, ours, list)
+    for name, t in theirs do
+      local a = ours[name]
+      if not a then
+        error(('optim.EMA: the average has no %s "%s" (the two modules must share a structure)'):format(kind, name), 3)
+      end
+      if table.concat(a:shape(), 'x') ~= table.concat(t:shape(), 'x') then
+        error(('optim.EMA: %s "%s" is %s in the average but %s in the model'):format(kind, name, shape_str(a), shape_str(t)), 3)
+      end
+      list[#list + 1] = {a, t}
+      ours[name] = nil
+    end
+    local extra = next(ours)
+    if extra then error(('optim.EMA: the model has no %s "%s"'):format(kind, extra), 3) end
+  end
+  pair_up('parameter', model:named_parameters(), avg_params, self.pairs)
+  pair_up('buffer', model:named_buffers(), avg_buffers, self.buffer_pairs)
+  return self
+end
+
+--- ema:update(): one averaging step (call it after each optimizer step).
+function EMA:update()
+  local d = self.decay
+  ember.no_grad(function()
+    for _, pr in ipairs(self.pairs) do
+      local a, w = pr[1], pr[2]
+      a:mul_(d):add_(w:detach() * (1 - d))
+    end
+    for _, pr in ipairs(self.buffer_pairs) do pr[1]:copy_(pr[2]) end
+  end)
+end
+
+--- ema:reset(): the average becomes a copy of the model's current weights and buffers.
+function EMA:reset()
+  ember.no_grad(function()
+    for _, pr in ipairs(self.pairs) do pr[1]:copy_(pr[2]) end
+    for _, pr in ipairs(self.buffer_pairs) do pr[1]:copy_(pr[2]) end
+  end)
+end
+
 return optim
