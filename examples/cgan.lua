@@ -39,6 +39,7 @@ local recipe = {
     lr_d = {default = 2e-4, type = 'number', help = "D's Adam learning rate"},
     beta1 = {default = 0.5, type = 'number', help = 'Adam beta1'},
     beta2 = {default = 0.999, type = 'number', help = 'Adam beta2'},
+    g_ema = {default = 0, type = 'number', help = "decay per step of an average of G's weights that draws the samples (0: off; e.g. 0.999)"},
     train_size = {default = 0, type = 'integer', help = 'use the first N training images (0: all; for quick tests)'},
     n_samples = {default = 100, type = 'integer', help = 'images in samples.png (classes.png is always 10 x 10)'},
     log_every = {default = 50, type = 'integer', help = 'steps per metrics row'},
@@ -93,8 +94,19 @@ function recipe.build(p)
   local z10 = ember.randn(1, CLASSES, p.z_dim):expand{CLASSES, CLASSES, p.z_dim}:reshape(CLASSES * CLASSES, p.z_dim)
   local rows = ember.arange(1, CLASSES + 1):view(CLASSES, 1):expand{CLASSES, CLASSES}:reshape(CLASSES * CLASSES)
   local n = p.train_size > 0 and p.train_size or (p.dataset == 'mnist' and 8004 or 60000)
+  local G_avg, ema
+  if p.g_ema ~= 0 then
+    if not (p.g_ema > 0 and p.g_ema < 1) then error(('cgan: g_ema must be 0 or in (0, 1), got %g'):format(p.g_ema), 0) end
+    -- The average draws the samples; built outside the random stream, so training
+    -- draws the same numbers with and without it.
+    local rng = ember.get_rng_state()
+    G_avg = Generator(p.z_dim, p.embed_dim)
+    ember.set_rng_state(rng)
+    ema = optim.EMA(G_avg, G, {decay = p.g_ema})
+    ema:reset()
+  end
   return {
-    G = G, D = D,
+    G = G, D = D, G_avg = G_avg, ema = ema,
     opt_g = optim.Adam(G:parameters(), {lr = p.lr_g, betas = {p.beta1, p.beta2}}),
     opt_d = optim.Adam(D:parameters(), {lr = p.lr_d, betas = {p.beta1, p.beta2}}),
     fixed_z = z10, fixed_labels = rows, adv = losses.adversarial('non_saturating'),
@@ -116,7 +128,7 @@ function recipe.generate(state, p, n, labels)
     local i = ember.arange(n)
     labels = i - (i / CLASSES):floor() * CLASSES + 1
   end
-  local G = state.G
+  local G = state.G_avg or state.G
   local was_training = G.training
   G:train() -- batch statistics, as during training
   local out = ember.no_grad(function()
@@ -132,7 +144,8 @@ function recipe.generate(state, p, n, labels)
 end
 
 local function class_grid(state, path)
-  local imgs = ember.no_grad(function() return state.G(state.fixed_z, state.fixed_labels) end)
+  local G = state.G_avg or state.G
+  local imgs = ember.no_grad(function() return G(state.fixed_z, state.fixed_labels) end)
   image.save_grid(imgs, path, {nrow = CLASSES, range = {-1, 1}, scale = 2})
 end
 
@@ -168,6 +181,7 @@ function recipe.train_step(state, batch, step, log)
   local g_loss = adv.g_loss(D(fake, fake_labels))
   g_loss:backward()
   state.opt_g:step()
+  if state.ema then state.ema:update() end
   log{d_loss = d_loss, g_loss = g_loss, ms_step = (ember._clock() - t0) * 1000}
   if log.dir and step % state.steps_per_epoch == 0 then
     os.execute('mkdir -p ' .. log.dir .. '/samples')
@@ -180,6 +194,7 @@ end
 -- classes in turn along each row).
 function recipe.sample(state, p, out_dir, n)
   state.G:train()
+  if state.G_avg then state.G_avg:train() end
   class_grid(state, out_dir .. '/classes.png')
   local imgs = recipe.generate(state, p, n)
   image.save_grid(imgs, out_dir .. '/samples.png', {nrow = CLASSES, scale = 2})

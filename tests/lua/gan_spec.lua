@@ -398,6 +398,30 @@ describe('GAN recipes run briefly', function()
     os.execute('rm -rf ' .. q(dir))
   end)
 
+  it('cgan with g_ema draws its samples from an average of G that lags the trained G', function()
+    local dir = tmpdir()
+    local text, code = sh(('%s run %s/examples/cgan.lua --set train_size=96 --set batch=32 --set epochs=1 --set g_ema=0.9 --threads 1 --out %s')
+      :format(q(EMBER), q(ROOT), q(dir .. '/c')))
+    assert.are.equal(0, code, text)
+    local r, params, state = require('ember.recipe').load_run(dir .. '/c')
+    assert.are.equal(3, state.ema.updates) -- 96 images in batches of 32
+    local w_avg, w = state.G_avg.net[1].weight, state.G.net[1].weight
+    assert.is_true((w_avg - w):abs():max():item() > 0)
+    -- generate() uses the average: the same draw through G_avg by hand gives the same images
+    local labels = ember.tensor{1, 2, 3, 4}
+    ember.manual_seed(5)
+    local x = r.generate(state, params, 4, labels)
+    ember.manual_seed(5)
+    state.G_avg:train()
+    local by_hand = ember.no_grad(function() return (state.G_avg(ember.randn(4, params.z_dim), labels) + 1) / 2 end)
+    assert.is_true((x - by_hand):abs():max():item() < 1e-6)
+    text, code = sh(('%s run %s/examples/cgan.lua --set g_ema=1 --set train_size=96 --set epochs=1 --threads 1 --out %s')
+      :format(q(EMBER), q(ROOT), q(dir .. '/bad')))
+    assert.are_not.equal(0, code)
+    assert.is_truthy(text:find('cgan: g_ema must be 0 or in (0, 1), got 1', 1, true), text)
+    os.execute('rm -rf ' .. q(dir))
+  end)
+
   it('dcgan and cgan train a few steps, write progress pictures, generate images in [0, 1]', function()
     local dir = tmpdir()
     local clf = dir .. '/clf'

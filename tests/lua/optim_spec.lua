@@ -473,7 +473,13 @@ describe('optim.EMA (weight averaging)', function()
     for name, a in average:named_parameters() do
       assert.are.equal(0, (a - model:state_dict()[name]):abs():max():item(), name)
     end
-    -- one training-like change, then an update: a = 0.9 a + 0.1 w
+    -- the first update after reset takes the model's weights whole (rate 0.1 / (1 - 0.9) = 1)
+    ember.no_grad(function() for _, w in ipairs(model:parameters()) do w:add_(0.5) end end)
+    ema:update()
+    for name, a in average:named_parameters() do
+      assert.is_true((a - model:state_dict()[name]):abs():max():item() < 1e-6, name)
+    end
+    -- the second: rate 0.1 / (1 - 0.81) = 0.1 / 0.19
     local before = {}
     for name, a in average:named_parameters() do before[name] = a:clone() end
     model:train()
@@ -483,14 +489,32 @@ describe('optim.EMA (weight averaging)', function()
     ema:update()
     local now = model:state_dict()
     for name, a in average:named_parameters() do
-      local expected = before[name] * 0.9 + now[name] * 0.1
-      assert.is_true((a - expected):abs():max():item() < 1e-6, name)
+      local expected = before[name] + (now[name] - before[name]) * (0.1 / 0.19)
+      assert.is_true((a - expected):abs():max():item() < 1e-5, name)
     end
     for name, b in average:named_buffers() do
       assert.are.equal(0, (b - now[name]):abs():max():item(), name)
     end
     -- the model itself is untouched by update
     assert.are.equal(0, (model[1].weight - model_before):abs():max():item())
+  end)
+
+  it('tends to the plain EMA after many updates, and saves its count', function()
+    local model, average = nn.Linear(2, 2), nn.Linear(2, 2)
+    local ema = optim.EMA(average, model, {decay = 0.5})
+    for _ = 1, 60 do ema:update() end
+    local a0 = average.weight:clone()
+    ember.no_grad(function() model.weight:add_(2) end)
+    ema:update() -- rate (1 - 0.5) / (1 - 0.5^61) = 0.5 to float precision
+    assert.is_true((average.weight - (a0 + (model.weight - a0) * 0.5)):abs():max():item() < 1e-6)
+    assert.are.same({decay = 0.5, updates = 61}, ema:state_dict())
+    local other = optim.EMA(nn.Linear(2, 2), nn.Linear(2, 2), {decay = 0.9})
+    other:load_state_dict(ema:state_dict())
+    assert.are.equal(61, other.updates)
+    assert.are.equal(0.5, other.decay)
+    expect_error('optim.EMA:load_state_dict: expected {decay = number, updates = integer >= 0}', other.load_state_dict, other, {updates = -1, decay = 0.5})
+    ema:reset()
+    assert.are.equal(0, ema.updates)
   end)
 
   it('defaults to decay 0.999 and records no gradients', function()

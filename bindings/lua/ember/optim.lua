@@ -573,11 +573,15 @@ end
 
 --- optim.EMA(average, model [, {decay = 0.999}]) -> keeps `average`, a second module of
 --- the same structure as `model` (two instances of one class), an exponential moving
---- average of model's weights: after each optimizer step, ema:update() sets every
---- parameter a = decay * a + (1 - decay) * w and copies the buffers (BatchNorm's running
---- statistics) as they are. Evaluate or save `average`; train `model` (as PyTorch's
---- AveragedModel with an EMA). ema:reset() copies model's weights into average.
---- The state is all in `average`, so checkpointing it checkpoints the average.
+--- average of model's weights (as PyTorch's AveragedModel with an EMA): after each
+--- optimizer step, ema:update() moves every parameter a += r_t (w - a) and copies the
+--- buffers (BatchNorm's running statistics) as they are. r_t = (1 - decay) / (1 - decay^t)
+--- at update t: the average of the weights seen so far, weighted decay^(age) and
+--- normalised, so it starts at the first update's weights instead of lagging behind the
+--- initial ones (the bias correction Adam uses for its moments); after many updates
+--- r_t -> 1 - decay, the plain EMA. Evaluate or save `average`; train `model`.
+--- ema:reset() copies model into average and restarts the count. ema:state_dict() holds
+--- the count (the averaged weights live in `average` and are saved with it).
 function optim.EMA(average, model, opts)
   if not module_like(average) then
     error(('optim.EMA: average (argument 1) must be a module, got %s'):format(describe(average)), 2)
@@ -592,7 +596,7 @@ function optim.EMA(average, model, opts)
   if not (is_number(decay) and decay >= 0 and decay < 1) then
     error(('optim.EMA: decay must be a number in [0, 1), got %s'):format(describe(decay)), 2)
   end
-  local self = setmetatable({decay = decay, pairs = {}, buffer_pairs = {}}, EMA)
+  local self = setmetatable({decay = decay, updates = 0, pairs = {}, buffer_pairs = {}}, EMA)
   local avg_params, avg_buffers = by_name(average:named_parameters()), by_name(average:named_buffers())
   local function pair_up(kind, theirs, ours, list)
     for name, t in theirs do
@@ -616,18 +620,29 @@ end
 
 --- ema:update(): one averaging step (call it after each optimizer step).
 function EMA:update()
-  local d = self.decay
+  self.updates = self.updates + 1
+  local rate = (1 - self.decay) / (1 - self.decay ^ self.updates)
   ember.no_grad(function()
     for _, pr in ipairs(self.pairs) do
       local a, w = pr[1], pr[2]
-      a:mul_(d):add_(w:detach() * (1 - d))
+      a:add_((w:detach() - a) * rate)
     end
     for _, pr in ipairs(self.buffer_pairs) do pr[1]:copy_(pr[2]) end
   end)
 end
 
+--- ema:state_dict() -> {decay =, updates =}; ema:load_state_dict(sd) restores them.
+function EMA:state_dict() return {decay = self.decay, updates = self.updates} end
+function EMA:load_state_dict(sd)
+  if type(sd) ~= 'table' or math.type(sd.updates) ~= 'integer' or sd.updates < 0 or not is_number(sd.decay) then
+    error('optim.EMA:load_state_dict: expected {decay = number, updates = integer >= 0}, got ' .. describe(sd), 2)
+  end
+  self.decay, self.updates = sd.decay, sd.updates
+end
+
 --- ema:reset(): the average becomes a copy of the model's current weights and buffers.
 function EMA:reset()
+  self.updates = 0
   ember.no_grad(function()
     for _, pr in ipairs(self.pairs) do pr[1]:copy_(pr[2]) end
     for _, pr in ipairs(self.buffer_pairs) do pr[1]:copy_(pr[2]) end
