@@ -15,7 +15,11 @@
 -- scaled for no activation and leaves this ReLU net slow to start: 3 epochs reached
 -- 89.25 / 89.00% with it, 90.95 / 90.91 / 89.94% with He init (seeds 1 / 2 / 3).
 -- standardize=true (inputs to zero mean and unit std) was measured too: 89.80% alone,
--- 90.17 / 90.51% with He init, so it stays off.
+-- 90.17 / 90.51% with He init, so it stays off. The net b3 evaluates and saves is an
+-- exponential moving average of the weights Adam trains (optim.EMA, decay 0.99 per step:
+-- about the last 100 steps), which smooths the noise of the last steps at a constant
+-- learning rate: the same three trainings then score 91.45 / 91.14 / 91.05% (ema=0 turns
+-- it off; the training itself is unchanged).
 -- variant=tuned keeps that skeleton and adds BatchNorm after each conv and after the
 -- 128-unit layer, dropout 0.3 before the last layer, random left-right flips and
 -- translations of up to 2 pixels and a cosine learning-rate decay to 0 over the run;
@@ -45,6 +49,7 @@ local recipe = {
     augment = {default = 'auto', type = 'string', choices = {'auto', 'none', 'flip', 'shift', 'flip+shift'}, help = 'training-time augmentation (auto: b3 none, tuned flip+shift)'},
     standardize = {default = false, type = 'boolean', help = 'subtract the training set\'s pixel mean and divide by its std inside the net'},
     init = {default = 'auto', type = 'string', choices = {'auto', 'default', 'kaiming'}, help = 'weights: kaiming (He normal for ReLU, zero biases), default (as PyTorch) or auto (b3 kaiming, tuned default)'},
+    ema = {default = -1, type = 'number', help = 'decay per step of the weight average that is evaluated and saved as the net (0: off; -1: the variant\'s: b3 0.99, tuned off)'},
     train_size = {default = 0, type = 'integer', help = 'use the first N training images (0: all; for quick tests)'},
     test_size = {default = 0, type = 'integer', help = 'use the first N test images (0: all)'},
     log_every = {default = 50, type = 'integer', help = 'steps per metrics row'},
@@ -65,6 +70,7 @@ local function settings(p)
     augment = p.augment ~= 'auto' and p.augment or (tuned and 'flip+shift' or 'none'),
     batch_norm = tuned, cosine = tuned,
     init = p.init ~= 'auto' and p.init or (tuned and 'default' or 'kaiming'),
+    ema = p.ema >= 0 and p.ema or (tuned and 0 or 0.99),
   }
   -- MNIST digits are not mirror-symmetric: never flip them.
   if p.dataset == 'mnist' then s.augment = s.augment:gsub('flip%+?', '') end
@@ -156,7 +162,20 @@ function recipe.build(p)
     end
   end
   local opt = optim.Adam(net:parameters(), {lr = p.lr})
-  local state = {net = net, opt = opt, settings = s}
+  local state = {net = net, train_net = net, opt = opt, settings = s}
+  if s.ema > 0 then
+    if s.ema >= 1 then error(('classifier: ema must be in [0, 1) (or -1), got %g'):format(s.ema), 0) end
+    -- state.net becomes the average (evaluated, saved, loaded as the judge); train_net is
+    -- what Adam trains. Built outside the random stream, so training draws the same
+    -- numbers with and without the average.
+    local rng = ember.get_rng_state()
+    local average = Classifier{batch_norm = s.batch_norm, dropout = s.dropout, classes = 10,
+                               standardize = p.standardize, dataset = p.dataset}
+    ember.set_rng_state(rng)
+    state.ema = optim.EMA(average, net, {decay = s.ema})
+    state.ema:reset()
+    state.net = average
+  end
   if s.cosine then
     local train_n = p.train_size > 0 and p.train_size or (p.dataset == 'mnist' and 8004 or 60000)
     local steps = p.epochs * ((train_n + p.batch - 1) // p.batch)
@@ -187,14 +206,16 @@ function recipe.data(p)
   }
 end
 
--- One Adam step on a batch {x, y}; logs loss and batch accuracy.
+-- One Adam step of train_net on a batch {x, y} (then the weight average's step); logs
+-- loss and batch accuracy.
 function recipe.train_step(state, batch, step, log)
   local x, y = batch[1], batch[2]
   state.opt:zero_grad()
-  local logits = state.net(x)
+  local logits = state.train_net(x)
   local loss = losses.cross_entropy(logits, y)
   loss:backward()
   state.opt:step()
+  if state.ema then state.ema:update() end
   if state.sched then state.sched:step() end
   log{train_loss = loss, train_acc = logits:argmax(2):eq(y):mean()}
 end

@@ -23,6 +23,8 @@ local RUNS = {
   {name = 'cvae-e30', what = 'conditional VAE'},
   {name = 'cvae-beta2-e30', what = 'conditional VAE, beta 2'},
   {name = 'cvae-conv', what = 'conditional VAE, conv'},
+  {name = 'cvae-big', what = 'conditional VAE, 1024-512, beta 0.25'},
+  {name = 'cvae-big-e60', what = 'conditional VAE, 1024-512, beta 0.25'},
   {name = 'ae-mnist', what = 'autoencoder'},
   {name = 'dae-mnist', what = 'denoising AE'},
   {name = 'vae-mnist-bernoulli', what = 'VAE'},
@@ -57,9 +59,26 @@ local function figures(recipe_name, m, dir, rows, params)
     end
     local check = files.read_lua(dir .. '/cvae_check.lua')
     if type(check) == 'table' and check.agreement then
-      text = text .. ('; the classifier run `%s` labels **%s%%** of %d samples as the class asked for (its test accuracy %s%%)')
+      -- runs from before sample_from existed drew from p(z|y)
+      local source = params.sample_from == 'fitted' and 'the fitted class Gaussians' or 'the prior p(z\\|y)'
+      text = text .. ('; samples from ' .. source .. ': the classifier run `%s` labels **%s%%** of %d as the class asked for (its test accuracy %s%%)')
         :format(tostring(check.classifier):match('[^/]+$'), fmt(100 * check.agreement, 1), check.per_class * 10,
                 fmt(100 * check.classifier_test_acc, 1))
+      -- the same check at lower sampling temperatures, when it was run (cvae_check_t<T>.lua)
+      local listing = io.popen('ls ' .. files.quote(dir) .. ' 2>/dev/null')
+      local others = {}
+      for name in listing:lines() do
+        local t = name:match('^cvae_check_t([%d%.]+)%.lua$')
+        local c = t and files.read_lua(dir .. '/' .. name)
+        if c and c.agreement and c.classifier == check.classifier then
+          others[#others + 1] = {t = tonumber(t), text = ('%s%% at temperature %s'):format(fmt(100 * c.agreement, 1), t)}
+        end
+      end
+      listing:close()
+      table.sort(others, function(a, b) return a.t > b.t end)
+      local parts = {}
+      for i, o in ipairs(others) do parts[i] = o.text end
+      if #parts > 0 then text = text .. ' (' .. table.concat(parts, ', ') .. ')' end
     end
     return text
   end
