@@ -25,8 +25,9 @@
 -- mu(x, y) of the training images (ex-post density estimation, Ghosh et al. 2020) and
 -- samples from it (sample_from='fitted', the default; 'prior' draws from p(z|y)). The fit
 -- is part of the checkpoint. On Fashion-MNIST with hidden=1024,512 and beta=0.25 (sharper
--- codes, further from the prior) it raised the share of samples the tuned classifier
--- labels as asked from 80.7% to 83.2% (temperature 1) and 81.9% to 86.3% (temperature 0.8).
+-- codes, further from the prior), 40 epochs, the tuned classifier labelled 83.2% of 2000
+-- fitted-Gaussian samples as asked against 80.7% of prior samples from the same model
+-- (86.3% against 81.9% at temperature 0.8); README's results table has the runs.
 --
 --   ember run examples/cvae.lua --out runs/cvae
 --   ember run examples/cvae.lua --set class=8 --set n_samples=64 --out runs/cvae-bags
