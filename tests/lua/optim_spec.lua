@@ -536,7 +536,7 @@ describe('optim.EMA (weight averaging)', function()
       optim.EMA, nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(4), nn.Linear(4, 2)), model)
     expect_error('optim.EMA: the average has no parameter "3.weight"', optim.EMA,
       nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), model)
-    expect_error('optim.EMA: the model has no parameter "3.weight"', optim.EMA,
+    expect_error('optim.EMA: the model has no parameter "3.bias"', optim.EMA,
       model, nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)))
   end)
 end)

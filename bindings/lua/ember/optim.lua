@@ -610,8 +610,10 @@ function optim.EMA(average, model, opts)
       list[#list + 1] = {a, t}
       ours[name] = nil
     end
-    local extra = next(ours)
-    if extra then error(('optim.EMA: the model has no %s "%s"'):format(kind, extra), 3) end
+    local extra = {}
+    for name in pairs(ours) do extra[#extra + 1] = name end
+    table.sort(extra)
+    if extra[1] then error(('optim.EMA: the model has no %s "%s"'):format(kind, extra[1]), 3) end
   end
   pair_up('parameter', model:named_parameters(), avg_params, self.pairs)
   pair_up('buffer', model:named_buffers(), avg_buffers, self.buffer_pairs)
