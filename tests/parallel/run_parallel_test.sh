@@ -55,7 +55,7 @@ check "the joblog lists 4 jobs" test "$(tail -n +2 "$T/joblog" | wc -l)" -eq 4
 out=$("$EMBER" sweep --collect "$T/sweep" 2>&1)
 echo "$out" | sed 's/^/    /'
 check "collect counts 3 finished and 1 failed" contains "$out" '4 runs: 3 finished, 1 failed, 0 unfinished'
-check "summary.md ranks the 3 good configurations" test "$(grep -c '^| [1-3] | c' "$T/sweep/summary.md")" -eq 3
+check "summary.md ranks the 3 good configurations" test "$(grep -c '^| [1-3] | c.* | [0-9]*/[0-9]* |$' "$T/sweep/summary.md")" -eq 3
 check "summary.md names the failure and its exit status" \
     grep -q '^| c3-hidden=6-seed1 | 1 | tiny: failing on purpose (hidden = fail_if = 6) |$' "$T/sweep/summary.md"
 

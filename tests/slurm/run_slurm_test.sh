@@ -150,7 +150,7 @@ check "each task wrote its Slurm output" test "$(ls "$T/sweep/slurm" | wc -l)" -
 out=$("$EMBER" sweep --collect "$T/sweep" 2>&1)
 echo "$out" | sed 's/^/    /'
 check "collect finds 4 finished runs" sh -c "echo \"\$1\" | grep -q '4 runs: 4 finished, 0 failed, 0 unfinished'" - "$out"
-check "summary.md ranks 4 configurations" test "$(grep -c '^| [1-4] | c' "$T/sweep/summary.md")" -eq 4
+check "summary.md ranks 4 configurations" test "$(grep -c '^| [1-4] | c.* | [0-9]*/[0-9]* |$' "$T/sweep/summary.md")" -eq 4
 check "summary.csv has 4 rows" test "$(wc -l < "$T/sweep/summary.csv")" -eq 5
 out=$("$EMBER" sweep "$ROOT/examples/tiny.lua" --grid hidden=4,5,6,7 --set epochs=2 \
         --jobs 4 --threads 1 --out "$T/sweep" 2>&1)
