@@ -28,18 +28,20 @@ local DCGAN_RUNS = {
   {dir = 'dcgan', cmd = 'ember run examples/dcgan.lua --threads 1 --out runs/dcgan'},
 }
 local CGAN_RUNS = {
-  {dir = 'cgan', cmd = 'ember run examples/cgan.lua --threads 1 --out runs/cgan'},
-  {dir = 'cgan-projection', cmd = 'ember run examples/cgan.lua --set d_cond=projection --threads 1 --out runs/cgan-projection'},
+  {dir = 'cgan-ema', cmd = 'ember run examples/cgan.lua --threads 1 --out runs/cgan-ema'},
+  {dir = 'cgan', cmd = 'ember run examples/cgan.lua --set g_ema=0 --threads 1 --out runs/cgan'},
+  {dir = 'cgan-projection', cmd = 'ember run examples/cgan.lua --set d_cond=projection --set g_ema=0 --threads 1 --out runs/cgan-projection'},
 }
 local JUDGE = 'runs/classifier-tuned'
-local QUALITY_CMD = 'ember scripts/quality.lua ' .. JUDGE .. ' train runs/vae runs/ae runs/dcgan runs/cgan runs/cgan-projection --n 10000'
+local QUALITY_CMD = 'ember scripts/quality.lua ' .. JUDGE .. ' train runs/vae runs/ae runs/dcgan runs/cgan-ema runs/cgan runs/cgan-projection --n 10000'
 -- Every generator ranked by the same judge (the autoencoder family's runs come from
 -- scripts/results_autoencoders.lua's commands).
 local QUALITY_SOURCES = {
   {dir = 'vae', what = 'VAE (B1), samples from the prior'},
   {dir = 'ae', what = 'plain autoencoder, decoded random codes'},
   {dir = 'dcgan', what = 'DCGAN (B2)'},
-  {dir = 'cgan', what = 'conditional GAN, classes in turn'},
+  {dir = 'cgan-ema', what = 'conditional GAN (G average), classes in turn'},
+  {dir = 'cgan', what = 'conditional GAN (G itself), classes in turn'},
   {dir = 'cgan-projection', what = 'conditional GAN, projection D'},
 }
 -- The training set's own FD against the test set (the floor), as scripts/quality.lua printed it
@@ -181,7 +183,7 @@ say('')
 local check = files.read_lua(path('cgan') .. '/cgan_check.lua')
 local judge_acc = check and check.judge_test_acc and ('%.2f%%'):format(100 * check.judge_test_acc) or '?'
 say('FD and score: `%s` (ember\'s own measures, the tuned classifier as the judge; not comparable with published FID/IS; ' ..
-    'the training set scores FD %s against the test set). Class agreement: `ember scripts/cgan_check.lua runs/cgan %s 2000`: ' ..
+    'the training set scores FD %s against the test set). Class agreement: `ember scripts/cgan_check.lua runs/cgan-ema %s 2000`: ' ..
     'the share of 2,000 samples (200 per class) the judge labels as the class asked for; the judge itself labels %s ' ..
     'of the real test images correctly.', QUALITY_CMD, TRAIN_FD, JUDGE, judge_acc)
 say('')
