@@ -25,6 +25,7 @@ local RUNS = {
   {name = 'cvae-conv', what = 'conditional VAE, conv'},
   {name = 'cvae-big', what = 'conditional VAE, 1024-512, beta 0.25'},
   {name = 'cvae-big-e60', what = 'conditional VAE, 1024-512, beta 0.25'},
+  {name = 'cvae-big-e100', what = 'conditional VAE, 1024-512, beta 0.25'},
   {name = 'ae-mnist', what = 'autoencoder'},
   {name = 'dae-mnist', what = 'denoising AE'},
   {name = 'vae-mnist-bernoulli', what = 'VAE'},
