@@ -149,6 +149,9 @@ local function augmentation(kind)
 end
 
 function recipe.build(p)
+  if p.ema ~= -1 and not (p.ema >= 0 and p.ema < 1) then
+    error(('classifier: ema must be in [0, 1), or -1 for the variant\'s choice, got %g'):format(p.ema), 0)
+  end
   local s = settings(p)
   local net = Classifier{batch_norm = s.batch_norm, dropout = s.dropout, classes = 10,
                          standardize = p.standardize, dataset = p.dataset}
@@ -164,7 +167,6 @@ function recipe.build(p)
   local opt = optim.Adam(net:parameters(), {lr = p.lr})
   local state = {net = net, train_net = net, opt = opt, settings = s}
   if s.ema > 0 then
-    if s.ema >= 1 then error(('classifier: ema must be in [0, 1) (or -1), got %g'):format(s.ema), 0) end
     -- state.net becomes the average (evaluated, saved, loaded as the judge); train_net is
     -- what Adam trains. Built outside the random stream, so training draws the same
     -- numbers with and without the average.

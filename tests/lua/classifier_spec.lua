@@ -114,6 +114,12 @@ describe('classifier recipe', function()
     assert.are.equal(plain.net, plain.train_net)
     p.ema, p.variant = -1, 'tuned'
     assert.is_nil(r.build(p).ema)
+    for _, bad in ipairs {1, 1.5, -0.5} do
+      p.ema = bad
+      local ok, err = pcall(r.build, p)
+      assert.is_false(ok)
+      assert.are.equal(('classifier: ema must be in [0, 1), or -1 for the variant\'s choice, got %g'):format(bad), err)
+    end
     -- a short run: the average is what the run folder holds as net, with its update count
     local dir = tmpdir()
     local text, code = sh(('%s run %s --set train_size=256 --set test_size=100 --set epochs=1 --threads 1 --out %s')
