@@ -530,6 +530,7 @@ describe('optim.EMA (weight averaging)', function()
     local model = net()
     expect_error('optim.EMA: average (argument 1) must be a module, got 3', optim.EMA, 3, model)
     expect_error('optim.EMA: model (argument 2) must be a module, got nil', optim.EMA, net())
+    expect_error('optim.EMA: average (argument 1) must be a module, got a plain table', optim.EMA, {}, model)
     expect_error('optim.EMA: decay must be a number in [0, 1), got 1', optim.EMA, net(), model, {decay = 1})
     expect_error('optim.EMA: opts (argument 3) must be a table, got number', optim.EMA, net(), model, 0.9)
     expect_error('optim.EMA: parameter "1.weight" is [5 x 3] in the average but [4 x 3] in the model',

@@ -584,10 +584,10 @@ end
 --- the count (the averaged weights live in `average` and are saved with it).
 function optim.EMA(average, model, opts)
   if not module_like(average) then
-    error(('optim.EMA: average (argument 1) must be a module, got %s'):format(describe(average)), 2)
+    error(('optim.EMA: average (argument 1) must be a module, got %s'):format(type(average) == 'table' and 'a plain table' or tostring(average)), 2)
   end
   if not module_like(model) then
-    error(('optim.EMA: model (argument 2) must be a module, got %s'):format(describe(model)), 2)
+    error(('optim.EMA: model (argument 2) must be a module, got %s'):format(type(model) == 'table' and 'a plain table' or tostring(model)), 2)
   end
   if opts ~= nil and type(opts) ~= 'table' then
     error(('optim.EMA: opts (argument 3) must be a table, got %s'):format(type(opts)), 2)
