@@ -308,8 +308,9 @@ describe('autoencoder recipes', function()
     local x = ember.arange(1, n + 1):view(n, 1) -- x[i][1] = i: the row of its code
     local y = ember.ones(n)
     y:narrow(1, n - 99, 100):fill_(2)            -- 100 codes of class 2; class 3..10: none
-    model:fit_codes(x, y)
+    model:fit_codes(x, y, 'fitted')
     assert.are.equal(1, model.fitted:item())
+    assert.are.equal(0, model.mixed:item())
     local fitted_mean = model.fit_mean[1]
     assert.is_true((fitted_mean - ember.tensor{3, -1}):abs():max():item() < 0.1, tostring(fitted_mean))
     local f = model.fit_factor[1]
@@ -331,18 +332,59 @@ describe('autoencoder recipes', function()
     assert.is_true((fresh.fit_factor - model.fit_factor):abs():max():item() == 0)
     -- a checkpoint from before the fit existed loads, sampling from the prior
     local old = {}
-    for k, v in pairs(sd) do if not k:match('^fit') then old[k] = v end end
+    for k, v in pairs(sd) do if not (k:match('^fit') or k:match('^mix')) then old[k] = v end end
     local older = r.build(p).model
     older:load_state_dict(old)
     assert.are.equal(0, older.fitted:item())
+    assert.are.equal(0, older.mixed:item())
+    assert.is_true((older:sample_codes(eps, 1) - older:prior_sample(eps, 1)):abs():max():item() == 0)
   end)
 
-  it('a CVAE run fits its class Gaussians after the last epoch (sample_from=fitted)', function()
+  it('the CVAE fits a Gaussian mixture per class to its training codes and samples its components', function()
+    local r, p = ember.load_recipe(ROOT .. '/examples/cvae.lua', {'latent=2', 'mixture_k=2'})
+    local model = r.build(p).model
+    assert.has_error(function() model:sample_codes(ember.randn(2, 2), 1, 'mixture') end,
+      'cvae: sample_codes: no fitted mixtures yet (call fit_codes)')
+    -- class 1's codes: 3000 around (-4, 0) and 1000 around (4, 2), std 0.5 and 0.25
+    local n1, n2 = 3000, 1000
+    ember.manual_seed(12)
+    local codes = ember.cat({ember.randn(n1, 2) * 0.5 + ember.tensor{{-4, 0}},
+                             ember.randn(n2, 2) * 0.25 + ember.tensor{{4, 2}}}, 1)
+    model.encode = function(_, x) return codes:narrow(1, math.tointeger(x[1][1]), x:size(1)) end
+    local x = ember.arange(1, n1 + n2 + 1):view(n1 + n2, 1)
+    local y = ember.ones(n1 + n2)
+    model:fit_codes(x, y, 'mixture')
+    assert.are.equal(1, model.mixed:item())
+    local w, mean, std = model.mix_weight[1]:totable(), model.mix_mean[1]:totable(), model.mix_std[1]:totable()
+    local big = mean[1][1] < 0 and 1 or 2 -- the component around (-4, 0)
+    local small = 3 - big
+    assert.is_true(math.abs(w[big] - 0.75) < 0.02, 'weights ' .. w[1] .. ' ' .. w[2])
+    assert.is_true(math.abs(mean[big][1] + 4) < 0.05 and math.abs(mean[big][2]) < 0.05)
+    assert.is_true(math.abs(mean[small][1] - 4) < 0.05 and math.abs(mean[small][2] - 2) < 0.05)
+    assert.is_true(math.abs(std[big][1] - 0.5) < 0.05 and math.abs(std[small][2] - 0.25) < 0.05)
+    -- draws: about 3 in 4 near (-4, 0), none in between
+    local z = model:sample_codes(ember.randn(4000, 2), 1)
+    local left = z:narrow(2, 1, 1):lt(0):sum():item() / 4000
+    assert.is_true(math.abs(left - 0.75) < 0.03, 'share drawn from the big component: ' .. left)
+    assert.are.equal(0, z:narrow(2, 1, 1):abs():lt(1.5):sum():item())
+    -- classes without codes keep the prior in every component
+    local eps = ember.randn(5, 2)
+    local zp = model:sample_codes(eps, 6)
+    assert.is_true((zp - model:prior_sample(eps, 6)):abs():max():item() < 1e-5)
+    assert.has_error(function() model:fit_codes(x, y, 'kde') end,
+      "cvae: fit_codes: kind must be 'mixture' or 'fitted', got kde")
+    assert.has_error(function() model:sample_codes(eps, 1, 'kde') end,
+      "cvae: sample_codes: from must be 'mixture', 'fitted' or 'prior', got kde")
+  end)
+
+  it('a CVAE run fits its class mixtures after the last epoch (sample_from=mixture, the default)', function()
     local res, dir = ensure_run('cvae')
     assert.are.equal(0, res.code, res.out)
     local state = latent.load_run(dir)
-    assert.are.equal(1, state.model.fitted:item())
-    assert.is_true(state.model.fit_factor:abs():sum():item() > 0)
+    assert.are.equal(1, state.model.mixed:item())
+    assert.are.equal(0, state.model.fitted:item())
+    local sums = state.model.mix_weight:sum(2)
+    assert.is_true((sums - 1):abs():max():item() < 1e-5)
   end)
 
   it('bad params fail the run with a message', function()
@@ -353,6 +395,7 @@ describe('autoencoder recipes', function()
       {'denoising_autoencoder', {'noise=salt_and_pepper', 'level=1.5'},
        'denoising_autoencoder: level must be >= 0 (and <= 1 for salt_and_pepper), got 1.5'},
       {'cvae', {'class=11'}, 'cvae: class must be 0 (all) or a class 1..10, got 11'},
+      {'cvae', {'mixture_k=0'}, 'cvae: mixture_k must be >= 1, got 0'},
     }
     for i, c in ipairs(cases) do
       local out, code = run_recipe(c[1], base .. '/bad' .. i, c[2])
