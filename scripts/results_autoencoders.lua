@@ -26,6 +26,7 @@ local RUNS = {
   {name = 'cvae-big', what = 'conditional VAE, 1024-512, beta 0.25'},
   {name = 'cvae-big-e60', what = 'conditional VAE, 1024-512, beta 0.25'},
   {name = 'cvae-big-e100', what = 'conditional VAE, 1024-512, beta 0.25'},
+  {name = 'cvae-mix-e60', what = 'conditional VAE, 1024-512, beta 0.25'},
   {name = 'ae-mnist', what = 'autoencoder'},
   {name = 'dae-mnist', what = 'denoising AE'},
   {name = 'vae-mnist-bernoulli', what = 'VAE'},
@@ -61,7 +62,8 @@ local function figures(recipe_name, m, dir, rows, params)
     local check = files.read_lua(dir .. '/cvae_check.lua')
     if type(check) == 'table' and check.agreement then
       -- runs from before sample_from existed drew from p(z|y)
-      local source = params.sample_from == 'fitted' and 'the fitted class Gaussians' or 'the prior p(z\\|y)'
+      local source = ({fitted = 'one fitted Gaussian per class', mixture = 'the fitted class mixtures'})[params.sample_from]
+        or 'the prior p(z\\|y)'
       text = text .. ('; samples from ' .. source .. ': the classifier run `%s` labels **%s%%** of %d as the class asked for (its test accuracy %s%%)')
         :format(tostring(check.classifier):match('[^/]+$'), fmt(100 * check.agreement, 1), check.per_class * 10,
                 fmt(100 * check.classifier_test_acc, 1))
