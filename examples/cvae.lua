@@ -27,7 +27,7 @@
 -- components per class fitted by EM; 'fitted', one full-covariance Gaussian per class;
 -- 'prior', p(z|y) itself. The fit is part of the checkpoint. With hidden=1024,512 and
 -- beta=0.25 on Fashion-MNIST (60 epochs), the tuned classifier labelled as asked 85.2% of
--- 5,000 samples from the single Gaussians and 87.3% from the mixtures (README has the runs).
+-- 5,000 samples from single Gaussians and 86.5% from mixtures (two runs, README's table).
 --
 --   ember run examples/cvae.lua --out runs/cvae
 --   ember run examples/cvae.lua --set class=8 --set n_samples=64 --out runs/cvae-bags
