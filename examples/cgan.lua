@@ -25,6 +25,7 @@ local optim = require 'ember.optim'
 local losses = require 'ember.losses'
 local data = require 'ember.data'
 local image = require 'ember.image'
+local gan = require 'ember.gan'
 
 local CLASSES = 10
 
@@ -138,42 +139,16 @@ function recipe.generate(state, p, n, labels)
     local i = ember.arange(n)
     labels = i - (i / CLASSES):floor() * CLASSES + 1
   end
-  local G = sampler(state)
-  local was_training = G.training
-  G:train() -- batch statistics, as during training
-  local out = ember.no_grad(function()
-    local parts = {}
-    for first = 1, n, 500 do
-      local k = math.min(500, n - first + 1)
-      parts[#parts + 1] = G(ember.randn(k, state.z_dim), labels:narrow(1, first, k))
-    end
-    return #parts == 1 and parts[1] or ember.cat(parts, 1)
+  local images = gan.sample_images(sampler(state), n, function(k, first)
+    return {ember.randn(k, state.z_dim), labels:narrow(1, first, k)}
   end)
-  G:train(was_training)
-  return (out + 1) / 2, labels
+  return images, labels
 end
 
 local function class_grid(state, path)
   local G = sampler(state)
   local imgs = ember.no_grad(function() return G(state.fixed_z, state.fixed_labels) end)
   image.save_grid(imgs, path, {nrow = CLASSES, range = {-1, 1}, scale = 2})
-end
-
--- dir/samples/losses.png: D and G loss against step, from the rows of dir/metrics.csv
--- that hold them (the end-of-epoch rows do not).
-local function loss_curves(dir, title)
-  local _, rows = require('ember.recipe').files.read_csv(dir .. '/metrics.csv')
-  local series = {d_loss = {x = {}, y = {}}, g_loss = {x = {}, y = {}}}
-  for _, row in ipairs(rows or {}) do
-    if row.d_loss and row.g_loss then
-      for name, s in pairs(series) do
-        s.x[#s.x + 1] = row.step
-        s.y[#s.y + 1] = row[name]
-      end
-    end
-  end
-  if #series.d_loss.y == 0 then return end
-  require('ember.plot').lines(series, dir .. '/samples/losses.png', {title = title, xlabel = 'step'})
 end
 
 function recipe.train_step(state, batch, step, log)
@@ -196,7 +171,7 @@ function recipe.train_step(state, batch, step, log)
   if log.dir and step % state.steps_per_epoch == 0 then
     os.execute('mkdir -p ' .. log.dir .. '/samples')
     class_grid(state, ('%s/samples/classes-%03d.png'):format(log.dir, step // state.steps_per_epoch))
-    loss_curves(log.dir, 'cGAN losses (mean per logged window)')
+    gan.save_loss_curves(log.dir, 'cGAN losses (mean per logged window)')
   end
 end
 

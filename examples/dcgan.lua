@@ -21,6 +21,7 @@ local optim = require 'ember.optim'
 local losses = require 'ember.losses'
 local data = require 'ember.data'
 local image = require 'ember.image'
+local gan = require 'ember.gan'
 
 local recipe = {
   name = 'dcgan',
@@ -83,36 +84,7 @@ end
 
 --- recipe.generate(state, params, n) -> n images [n x 1 x 28 x 28] in [0, 1] (for ember.quality).
 function recipe.generate(state, p, n)
-  local G = state.G
-  local was_training = G.training
-  G:train() -- batch statistics, as during training
-  local out = ember.no_grad(function()
-    local parts = {}
-    for first = 1, n, 500 do
-      local k = math.min(500, n - first + 1)
-      parts[#parts + 1] = G(ember.randn(k, state.z_dim, 1, 1))
-    end
-    return #parts == 1 and parts[1] or ember.cat(parts, 1)
-  end)
-  G:train(was_training)
-  return (out + 1) / 2
-end
-
--- dir/samples/losses.png: D and G loss against step, from the rows of dir/metrics.csv
--- that hold them (the end-of-epoch rows do not).
-local function loss_curves(dir, title)
-  local _, rows = require('ember.recipe').files.read_csv(dir .. '/metrics.csv')
-  local series = {d_loss = {x = {}, y = {}}, g_loss = {x = {}, y = {}}}
-  for _, row in ipairs(rows or {}) do
-    if row.d_loss and row.g_loss then
-      for name, s in pairs(series) do
-        s.x[#s.x + 1] = row.step
-        s.y[#s.y + 1] = row[name]
-      end
-    end
-  end
-  if #series.d_loss.y == 0 then return end
-  require('ember.plot').lines(series, dir .. '/samples/losses.png', {title = title, xlabel = 'step'})
+  return gan.sample_images(state.G, n, function(k) return ember.randn(k, state.z_dim, 1, 1) end)
 end
 
 -- Saves the grid of the fixed noise batch and the loss curves into dir.
@@ -121,7 +93,7 @@ local function progress_pictures(state, dir, name)
   local G = state.G
   local imgs = ember.no_grad(function() return G(state.fixed_z) end)
   image.save_grid(imgs, ('%s/samples/%s.png'):format(dir, name), {nrow = 8, range = {-1, 1}, scale = 2})
-  loss_curves(dir, 'DCGAN losses (mean per logged window)')
+  gan.save_loss_curves(dir, 'DCGAN losses (mean per logged window)')
 end
 
 -- One full step: a D update on a real and a fake batch, then a G update.

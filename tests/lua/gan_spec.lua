@@ -370,6 +370,51 @@ describe('noise, smoothing, schedules', function()
 end)
 
 -- Brief runs of the recipes on tiny budgets (seconds each).
+describe('gan.sample_images and gan.save_loss_curves', function()
+  it('draws n images in chunks, maps [-1, 1] to [0, 1] and puts the mode back', function()
+    local nn = require 'ember.nn'
+    local G = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh())
+    G:eval()
+    local seen = {}
+    ember.manual_seed(1)
+    local x = gan.sample_images(G, 8, function(k, first)
+      seen[#seen + 1] = k .. '@' .. first
+      return ember.randn(k, 3)
+    end, 3)
+    assert.are.same({'3@1', '3@4', '2@7'}, seen)
+    assert.are.same({8, 4}, x:shape())
+    assert.is_true(x:min():item() >= 0 and x:max():item() <= 1)
+    assert.is_false(G.training)
+    assert.is_nil(x.grad_fn)
+    -- a table of arguments is unpacked into G's call
+    local two = {}
+    function two:train() end
+    setmetatable(two, {__call = function(_, a, b) return a + b end})
+    local y = gan.sample_images(two, 2, function(k) return {ember.zeros(k, 1), ember.ones(k, 1)} end)
+    assert.are.same({{1}, {1}}, y:totable())
+    -- an error inside still puts the mode back
+    assert.has_error(function() gan.sample_images(G, 2, function() error('boom', 0) end) end, 'boom')
+    assert.is_false(G.training)
+    raises('sample_images: G must be a module, got number', gan.sample_images, 3, 2, function() end)
+    raises('sample_images: draw must be a function, got nil', gan.sample_images, G, 2)
+    raises('sample_images: n must be', gan.sample_images, G, 0, function() end)
+  end)
+
+  it('plots d_loss and g_loss from a run folder\'s metrics.csv', function()
+    local dir = tmpdir()
+    os.execute('mkdir -p ' .. q(dir .. '/samples'))
+    gan.save_loss_curves(dir, 'none yet') -- no metrics.csv: nothing
+    assert.is_false(exists(dir .. '/samples/losses.png'))
+    local f = assert(io.open(dir .. '/metrics.csv', 'w'))
+    f:write('step,d_loss,g_loss\n1,1.2,0.7\n2,1.1,0.8\n3,,\n')
+    f:close()
+    gan.save_loss_curves(dir, 'losses')
+    assert.is_true(exists(dir .. '/samples/losses.png'))
+    raises('save_loss_curves: run_dir must be a path, got nil', gan.save_loss_curves)
+    os.execute('rm -rf ' .. q(dir))
+  end)
+end)
+
 describe('GAN recipes run briefly', function()
   it('gan_2d: plain and preset=best write metrics, pictures and a result', function()
     local dir = tmpdir()

@@ -9,6 +9,8 @@
 --   local noisy = gan.instance_noise(x, 0.1)          -- x + N(0, 0.1^2)
 --   local d_loss = gan.d_loss_bce(real_logits, fake_logits, {real_label = 0.9})  -- smoothing
 --   local m = gan.mode_stats(samples, centers, 0.02)  -- {high_quality =, modes =, ...}
+--   local imgs = gan.sample_images(G, 1000, function(k) return ember.randn(k, 100, 1, 1) end)
+--   gan.save_loss_curves('runs/dcgan', 'DCGAN losses')  -- samples/losses.png from metrics.csv
 --
 -- Gradient penalties take gradients of gradients (ember.grad with create_graph), which
 -- work through Linear, Conv2d, ConvTranspose2d and the activations; the penalty is part
@@ -410,6 +412,55 @@ function gan.mode_stats(samples, centers, std, opts)
     end
     return {high_quality = total / n, modes = modes, counts = c, kl = kl, n = n}
   end)
+end
+
+-- ---- image generators in recipes ----------------------------------------------------
+
+--- gan.sample_images(G, n, draw [, chunk=500]) -> n images in [0, 1] from a generator G
+--- whose outputs are in [-1, 1] (tanh): G(draw(k, first)) for chunks of k <= chunk rows
+--- starting at row `first`, without gradients, with G in training mode (batch statistics,
+--- as DCGAN-style generators are sampled) and its mode put back afterwards. draw returns
+--- G's argument list for a chunk (a table is unpacked: {z, labels}).
+function gan.sample_images(G, n, draw, chunk)
+  if type(G) ~= 'table' or type(G.train) ~= 'function' then
+    fail('sample_images', ('G must be a module, got %s'):format(typename(G)))
+  end
+  check_positive_int('sample_images', n, 'n')
+  if type(draw) ~= 'function' then fail('sample_images', ('draw must be a function, got %s'):format(typename(draw))) end
+  chunk = chunk or 500
+  check_positive_int('sample_images', chunk, 'chunk')
+  local was_training = G.training
+  G:train()
+  local ok, out = pcall(ember.no_grad, function()
+    local parts = {}
+    for first = 1, n, chunk do
+      local args = draw(math.min(chunk, n - first + 1), first)
+      parts[#parts + 1] = type(args) == 'table' and not ember.is_tensor(args) and G(table.unpack(args)) or G(args)
+    end
+    return #parts == 1 and parts[1] or ember.cat(parts, 1)
+  end)
+  G:train(was_training)
+  if not ok then error(out, 0) end
+  return (out + 1) / 2
+end
+
+--- gan.save_loss_curves(run_dir, title): run_dir/samples/losses.png, D's and G's loss
+--- against step from the rows of run_dir/metrics.csv that hold both d_loss and g_loss
+--- (the end-of-epoch rows do not); nothing when there are none yet.
+function gan.save_loss_curves(run_dir, title)
+  if type(run_dir) ~= 'string' then fail('save_loss_curves', ('run_dir must be a path, got %s'):format(typename(run_dir))) end
+  local _, rows = require('ember.files').read_csv(run_dir .. '/metrics.csv')
+  local series = {d_loss = {x = {}, y = {}}, g_loss = {x = {}, y = {}}}
+  for _, row in ipairs(rows or {}) do
+    if row.d_loss and row.g_loss then
+      for name, s in pairs(series) do
+        s.x[#s.x + 1] = row.step
+        s.y[#s.y + 1] = row[name]
+      end
+    end
+  end
+  if #series.d_loss.y == 0 then return end
+  require('ember.plot').lines(series, run_dir .. '/samples/losses.png', {title = title, xlabel = 'step'})
 end
 
 return gan
