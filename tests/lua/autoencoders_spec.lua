@@ -7,26 +7,11 @@ local ember = require 'ember'
 local recipe = require 'ember.recipe'
 local latent = require 'ember.latent'
 local image = require 'ember.image'
+local h = require 'tests.lua.helpers.common'
+local q, sh, exists = h.q, h.sh, h.exists
 
-local ROOT = os.getenv('PWD')
-local EMBER = os.getenv('EMBER_BIN') or (ROOT .. '/build/ember')
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- Runs a shell command; returns its output (stdout and stderr) and exit status.
-local function sh(cmd)
-  local p = io.popen(cmd .. ' 2>&1; echo "__exit=$?"')
-  local out = p:read('a')
-  p:close()
-  local code = tonumber(out:match('__exit=(%d+)%s*$'))
-  return out:gsub('__exit=%d+%s*$', ''), code
-end
-
-local function exists(path)
-  local f = io.open(path, 'rb')
-  if f then f:close() return true end
-  return false
-end
+local ROOT = h.ROOT
+local EMBER = h.EMBER
 
 local function finite(v) return type(v) == 'number' and v == v and v > -math.huge and v < math.huge end
 

@@ -3,42 +3,11 @@
 local ember = require 'ember'
 local nn = require 'ember.nn'
 local gan = require 'ember.gan'
+local h = require 'tests.lua.helpers.common'
+local q, sh, tmpdir, exists, read_lua, raises = h.q, h.sh, h.tmpdir, h.exists, h.read_lua, h.raises
 
-local ROOT = os.getenv('PWD')
-local EMBER = os.getenv('EMBER_BIN') or (ROOT .. '/build/ember')
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function sh(cmd)
-  local p = io.popen(cmd .. ' 2>&1; echo "__exit=$?"')
-  local out = p:read('a')
-  p:close()
-  local code = tonumber(out:match('__exit=(%d+)%s*$'))
-  return out:gsub('__exit=%d+%s*$', ''), code
-end
-
-local function tmpdir()
-  local path = os.tmpname()
-  os.remove(path)
-  assert(os.execute('mkdir -p ' .. q(path)))
-  return path
-end
-
-local function exists(path)
-  local f = io.open(path, 'rb')
-  if f then f:close() return true end
-  return false
-end
-
-local function read_lua(path) return loadfile(path, 't', {})() end
-
--- Asserts that fn raises an error whose message contains text (plain).
-local function raises(text, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, 'expected an error containing: ' .. text)
-  err = tostring(err)
-  assert.is_truthy(err:find(text, 1, true), ('error "%s" does not contain "%s"'):format(err, text))
-end
+local ROOT = h.ROOT
+local EMBER = h.EMBER
 
 local RING = ember.tensor{{2, 0}, {0, 2}, {-2, 0}, {0, -2}}
 

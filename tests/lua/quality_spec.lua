@@ -4,13 +4,8 @@
 -- values, the classifier score's range, confusion matrices, and bad arguments.
 local ember = require 'ember'
 local quality = require 'ember.quality'
-
-local function raises(text, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, 'expected an error containing: ' .. text)
-  err = tostring(err)
-  assert.is_truthy(err:find(text, 1, true), ('error "%s" does not contain "%s"'):format(err, text))
-end
+local h = require 'tests.lua.helpers.common'
+local raises = h.raises
 
 local function max_abs(t) return t:abs():max():item() end
 

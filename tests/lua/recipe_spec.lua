@@ -2,53 +2,15 @@
 -- They drive the ember program (EMBER_BIN, default build/ember) on examples/tiny.lua.
 local ember = require 'ember'
 local recipe = require 'ember.recipe'
+local h = require 'tests.lua.helpers.common'
+local q, sh, read, exists, tmpdir, wait_until = h.q, h.sh, h.read, h.exists, h.tmpdir, h.wait_until
 
-local ROOT = os.getenv('PWD')
-local EMBER = os.getenv('EMBER_BIN') or (ROOT .. '/build/ember')
+local ROOT = h.ROOT
+local EMBER = h.EMBER
 local TINY = ROOT .. '/examples/tiny.lua'
-
--- Quotes a string for the shell.
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- Runs a shell command; returns its output (stdout and stderr) and exit status.
-local function sh(cmd)
-  local p = io.popen(cmd .. ' 2>&1; echo "__exit=$?"')
-  local out = p:read('a')
-  p:close()
-  local code = tonumber(out:match('__exit=(%d+)%s*$'))
-  return out:gsub('__exit=%d+%s*$', ''), code
-end
 
 -- Runs `ember ARGS` in directory dir.
 local function ember_cmd(dir, args) return sh('cd ' .. q(dir) .. ' && ' .. q(EMBER) .. ' ' .. args) end
-
-local function read(path)
-  local f = io.open(path, 'rb')
-  if not f then return nil end
-  local s = f:read('a')
-  f:close()
-  return s
-end
-
-local function exists(path) return read(path) ~= nil end
-
--- A fresh empty directory.
-local function tmpdir()
-  local path = os.tmpname()
-  os.remove(path)
-  assert(os.execute('mkdir -p ' .. q(path)))
-  return path
-end
-
--- Waits (bounded) until fn() is true.
-local function wait_until(fn, seconds)
-  local deadline = os.time() + (seconds or 20)
-  while os.time() <= deadline do
-    if fn() then return true end
-    os.execute('sleep 0.05')
-  end
-  return false
-end
 
 -- Number of data rows in a CSV file.
 local function csv_rows(path)

@@ -2,47 +2,12 @@
 -- --dry-run, --emit and --collect. They drive the ember program on examples/tiny.lua.
 require 'ember' -- registers the ember.* modules
 local recipe = require 'ember.recipe'
+local h = require 'tests.lua.helpers.common'
+local q, sh, read, exists, tmpdir, wait_until = h.q, h.sh, h.read, h.exists, h.tmpdir, h.wait_until
 
-local ROOT = os.getenv('PWD')
-local EMBER = os.getenv('EMBER_BIN') or (ROOT .. '/build/ember')
+local ROOT = h.ROOT
+local EMBER = h.EMBER
 local TINY = ROOT .. '/examples/tiny.lua'
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- Runs a shell command; returns its output (stdout and stderr) and exit status.
-local function sh(cmd)
-  local p = io.popen(cmd .. ' 2>&1; echo "__exit=$?"')
-  local out = p:read('a')
-  p:close()
-  local code = tonumber(out:match('__exit=(%d+)%s*$'))
-  return out:gsub('__exit=%d+%s*$', ''), code
-end
-
-local function read(path)
-  local f = io.open(path, 'rb')
-  if not f then return nil end
-  local s = f:read('a')
-  f:close()
-  return s
-end
-
-local function exists(path) return read(path) ~= nil end
-
-local function tmpdir()
-  local path = os.tmpname()
-  os.remove(path)
-  assert(os.execute('mkdir -p ' .. q(path)))
-  return path
-end
-
-local function wait_until(fn, seconds)
-  local deadline = os.time() + (seconds or 30)
-  while os.time() <= deadline do
-    if fn() then return true end
-    os.execute('sleep 0.05')
-  end
-  return false
-end
 
 -- The run folders of a sweep folder.
 local function run_dirs(dir)
