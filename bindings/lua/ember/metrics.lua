@@ -113,12 +113,8 @@ local function split_csv(line)
   return fields
 end
 
-local function to_number(s)
-  if s == 'nan' or s == '-nan' then return 0 / 0 end
-  if s == 'inf' then return math.huge end
-  if s == '-inf' then return -math.huge end
-  return tonumber(s)
-end
+-- A cell as a number (nan and inf as ember.files writes them), or nil.
+local to_number = require('ember.files').to_number
 
 --- metrics.read_csv(path) -> columns, names
 -- columns[name] is a list (numbers; an empty cell is NaN) or, for a column
