@@ -103,19 +103,22 @@ function CVAE:init(opts)
     self.prior_mu = ember.zeros(opts.classes, opts.latent):requires_grad()
     self.prior_logvar = ember.zeros(opts.classes, opts.latent):requires_grad()
   end
-  -- The class Gaussians fitted to the training codes (see fit_codes): means [K x latent]
-  -- and factors [K x latent x latent] with cov_k = F_k F_k^T; fitted = 1 once fitted.
-  self:register_buffer('fit_mean', ember.zeros(opts.classes, opts.latent))
-  self:register_buffer('fit_factor', ember.zeros(opts.classes, opts.latent, opts.latent))
-  self:register_buffer('fitted', ember.zeros(1))
-  -- The class mixtures (see fit_codes): for class c and component j, weight mix_weight[c][j],
-  -- mean mix_mean[c][j] and per-dimension std mix_std[c][j]; mixed = 1 once fitted.
+  -- The densities fitted to the training codes (see fit_codes), optional buffers so that
+  -- checkpoints written before they existed load unfitted and sample as they did then.
+  -- The class Gaussians: means [K x latent] and factors [K x latent x latent] with
+  -- cov_k = F_k F_k^T; fitted = 1 once fitted.
+  local optional = {optional = true}
+  self:register_buffer('fit_mean', ember.zeros(opts.classes, opts.latent), optional)
+  self:register_buffer('fit_factor', ember.zeros(opts.classes, opts.latent, opts.latent), optional)
+  self:register_buffer('fitted', ember.zeros(1), optional)
+  -- The class mixtures: for class c and component j, weight mix_weight[c][j], mean
+  -- mix_mean[c][j] and per-dimension std mix_std[c][j]; mixed = 1 once fitted.
   local m = opts.mixture_k or 10
   self.mixture_k = m
-  self:register_buffer('mix_weight', ember.zeros(opts.classes, m))
-  self:register_buffer('mix_mean', ember.zeros(opts.classes, m, opts.latent))
-  self:register_buffer('mix_std', ember.ones(opts.classes, m, opts.latent))
-  self:register_buffer('mixed', ember.zeros(1))
+  self:register_buffer('mix_weight', ember.zeros(opts.classes, m), optional)
+  self:register_buffer('mix_mean', ember.zeros(opts.classes, m, opts.latent), optional)
+  self:register_buffer('mix_std', ember.ones(opts.classes, m, opts.latent), optional)
+  self:register_buffer('mixed', ember.zeros(1), optional)
   local image_features = PIXELS
   if opts.arch == 'conv' then
     -- [N x 784] -> [N x 1 x 28 x 28] -> [N x 32 x 14 x 14] -> [N x 64 x 7 x 7] -> [N x 3136]
@@ -173,34 +176,6 @@ end
 function CVAE:prior_sample(eps, y)
   local mu, logvar = self:prior(y, eps:size(1))
   return mu + (logvar * 0.5):exp() * eps
-end
-
--- Checkpoints saved before the fitted Gaussians (or the mixtures) existed load with those
--- marked unfitted, so their samples come from where they came from when they were made.
-local FIT_GROUPS = {
-  {flag = 'fitted', tensors = {'fit_mean', 'fit_factor'}},
-  {flag = 'mixed', tensors = {'mix_weight', 'mix_mean', 'mix_std'}},
-}
-function CVAE:load_state_dict(sd, strict)
-  if type(sd) == 'table' then
-    local filled
-    for _, g in ipairs(FIT_GROUPS) do
-      local absent = sd[g.flag] == nil
-      for _, name in ipairs(g.tensors) do absent = absent and sd[name] == nil end
-      if absent then
-        filled = filled or {}
-        filled[g.flag] = ember.zeros(1)
-        for _, name in ipairs(g.tensors) do filled[name] = self[name] end
-      end
-    end
-    if filled then
-      local copy = {}
-      for k, v in pairs(sd) do copy[k] = v end
-      for k, v in pairs(filled) do copy[k] = v end
-      sd = copy
-    end
-  end
-  return nn.Module.load_state_dict(self, sd, strict)
 end
 
 -- The codes mu(x, y) of images x [N x 784] with labels y [N], and the rows of each class.

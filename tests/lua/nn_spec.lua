@@ -99,6 +99,39 @@ describe('nn modules', function()
     assert.is_true(b[1].weight:needs_grad())
   end)
 
+  it('an optional buffer may be absent from the state dict and keeps its value', function()
+    local Fitted = nn.Module:extend('FittedThing')
+    function Fitted:init()
+      self.lin = nn.Linear(2, 2)
+      self:register_buffer('count', ember.zeros(1))
+      self:register_buffer('fit', ember.full({3}, 7), {optional = true})
+    end
+    local a, b = Fitted(), Fitted()
+    ember.no_grad(function() a.fit:fill_(1); a.count:fill_(5) end)
+    local full = a:state_dict()
+    assert.is_not_nil(full.fit) -- saved like any buffer
+    b:load_state_dict(full)
+    assert.are.same({1, 1, 1}, b.fit:totable())
+    -- a state dict from before the buffer existed: loads strictly, the buffer unchanged
+    local c = Fitted()
+    local old = {}
+    for k, v in pairs(full) do if k ~= 'fit' then old[k] = v end end
+    local missing = c:load_state_dict(old)
+    assert.are.same({}, missing)
+    assert.are.same({7, 7, 7}, c.fit:totable())
+    assert.are.same({5}, c.count:totable())
+    -- required buffers are still required
+    old.count = nil
+    expect_error(function() Fitted():load_state_dict(old) end,
+      'load_state_dict: missing keys: "count" (for FittedThing)')
+    -- re-registering without the option makes it required again
+    c:register_buffer('fit', ember.zeros(3))
+    old.count = full.count
+    expect_error(function() c:load_state_dict(old) end, 'load_state_dict: missing keys: "fit"')
+    expect_error(function() c:register_buffer('x', ember.zeros(1), true) end,
+      "register_buffer: bad argument #3 'opts' (expected a table like {optional = true}, got boolean)")
+  end)
+
   it('reports missing, unexpected and mis-shaped keys', function()
     local net = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
     local sd = net:state_dict()

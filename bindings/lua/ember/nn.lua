@@ -202,13 +202,23 @@ end
 --- m:extra_repr() -> the text inside the parentheses when printed.
 function Module:extra_repr() return '' end
 
---- m:register_buffer(name, tensor): a tensor saved in state_dict that is not a
--- parameter (e.g. running statistics); nil unregisters.
-function Module:register_buffer(name, t)
+--- m:register_buffer(name, tensor [, {optional = true}]): a tensor saved in state_dict
+-- that is not a parameter (e.g. running statistics); nil unregisters. An optional buffer
+-- may be absent from a state dict given to load_state_dict: it then keeps its value (a
+-- buffer added to a model after checkpoints of it were written).
+function Module:register_buffer(name, t, opts)
   if type(name) ~= 'string' then arg_error('register_buffer', 1, 'name', 'a string', name) end
   if t ~= nil and not ember.is_tensor(t) then arg_error('register_buffer', 2, 'tensor', 'a tensor or nil', t) end
+  if opts ~= nil and type(opts) ~= 'table' then arg_error('register_buffer', 3, 'opts', 'a table like {optional = true}', opts) end
   if not self._kinds[name] and t ~= nil then table.insert(self._names, name) end
   self._kinds[name] = t and 'buffer' or nil
+  local optional = rawget(self, '_optional_buffers')
+  if t ~= nil and opts and opts.optional then
+    if not optional then optional = {}; rawset(self, '_optional_buffers', optional) end
+    optional[name] = true
+  elseif optional then
+    optional[name] = nil
+  end
   rawset(self, name, t)
 end
 
@@ -336,7 +346,9 @@ local function state_entries(m)
       local v, k = rawget(mod, key), mod._kinds[key]
       if v ~= nil then
         local name = prefix .. tostring(key)
-        if k == 'param' or k == 'buffer' then out[#out + 1] = { name, v }
+        if k == 'param' or k == 'buffer' then
+          local optional = k == 'buffer' and rawget(mod, '_optional_buffers')
+          out[#out + 1] = { name, v, optional and optional[key] or false }
         elseif k == 'module' and class_of(v) then walk(v, name .. '.') end
       end
     end
@@ -369,11 +381,11 @@ function Module:load_state_dict(sd, strict)
   if type(strict) ~= 'boolean' then arg_error('load_state_dict', 2, 'strict', 'a boolean', strict) end
   local entries, own, missing, unexpected, pairs_to_copy = state_entries(self), {}, {}, {}, {}
   for _, e in ipairs(entries) do
-    local name, t = e[1], e[2]
+    local name, t, optional = e[1], e[2], e[3]
     own[name] = true
     local src = sd[name]
     if src == nil then
-      missing[#missing + 1] = name
+      if not optional then missing[#missing + 1] = name end -- an optional buffer keeps its value
     elseif not ember.is_tensor(src) then
       raise(('load_state_dict: "%s" holds a %s, expected a tensor'):format(name, type(src)))
     else
