@@ -288,13 +288,10 @@ function CVAE:sample_codes(eps, y, from)
   end
   if self.mixed:item() == 0 then error('cvae: sample_codes: no fitted mixtures yet (call fit_codes)', 2) end
   local m = self.mixture_k
-  -- the component: the number of cumulative weights below a uniform draw, plus one
-  local upper = {}
-  for i = 1, m do
-    upper[i] = {}
-    for j = 1, m do upper[i][j] = i <= j and 1 or 0 end
-  end
-  local cum = onehot:matmul(self.mix_weight:matmul(ember.tensor(upper)))   -- [N x m]
+  -- the component: the number of cumulative weights below a uniform draw, plus one;
+  -- cumulative sums as a product with the upper triangle of ones (upper[i][j] = i <= j)
+  local upper = ember.arange(m):view(m, 1):le(ember.arange(m):view(1, m))
+  local cum = onehot:matmul(self.mix_weight:matmul(upper))                 -- [N x m]
   local u = ember.rand(n, 1) * cum:narrow(2, m, 1)
   local component = cum:lt(u):sum(2):clamp(0, m - 1)                        -- [N], 0-based
   local labels = onehot:argmax(2) - 1                                        -- [N], 0-based
