@@ -587,6 +587,44 @@ static int lf_std(lua_State *L) { return reduce(L, EM_RED_STD, "std"); }
 static int lf_logsumexp(lua_State *L) { return reduce(L, EM_RED_LOGSUMEXP, "logsumexp"); }
 static int lf_prod(lua_State *L) { return reduce(L, EM_RED_PROD, "prod"); }
 
+/* t:norm([p [, dim [, keepdim]]]): the vector p-norm (p = 2 by default, p >= 1 or
+ * math.huge) over all elements or the given dims, as torch.norm. Built from
+ * ops; the 2- and p-norms take the root of a safe argument so that the
+ * gradient at an all-zero group is 0 (the subgradient PyTorch returns), not
+ * the 0 * inf = NaN of sqrt(sum(x^2)). */
+static int lf_norm(lua_State *L) {
+    em_tensor *t = em_lua_check(L, 1, "norm");
+    double p = 2;
+    if (!lua_isnoneornil(L, 2)) {
+        if (!lua_isnumber(L, 2)) em_lua_arg_error(L, 2, "norm", "number p >= 1 or math.huge");
+        p = lua_tonumber(L, 2);
+        if (!(p >= 1)) em_lua_arg_error(L, 2, "norm", "number p >= 1 or math.huge");
+    }
+    int dims[EM_MAX_DIMS];
+    int n = check_dims(L, 3, "norm", dims);
+    bool keep = opt_bool(L, 4, "norm");
+    em_tensor *a = em_unary(EM_UN_ABS, t), *r = NULL;
+    if (p == 1) {
+        r = em_reduce(EM_RED_SUM, a, n, dims, keep, 0);
+    } else if (isinf(p)) {
+        r = em_reduce(EM_RED_MAX, a, n, dims, keep, 0);
+    } else {
+        em_tensor *ap = p == 2 ? em_unary(EM_UN_SQUARE, t) : em_binary_scalar(EM_BIN_POW, a, (float)p);
+        em_tensor *s = em_reduce(EM_RED_SUM, ap, n, dims, keep, 0);
+        em_tensor *pos = em_binary_scalar(EM_BIN_GT, s, 0.0f);
+        em_tensor *one = em_tensor_scalar(1.0f);
+        em_tensor *safe = em_where(pos, s, one);
+        em_tensor *root = p == 2 ? em_unary(EM_UN_SQRT, safe)
+                                 : em_binary_scalar(EM_BIN_POW, safe, (float)(1.0 / p));
+        r = em_binary(EM_BIN_MUL, root, pos);
+        em_tensor_release(ap); em_tensor_release(s); em_tensor_release(pos);
+        em_tensor_release(one); em_tensor_release(safe); em_tensor_release(root);
+    }
+    em_tensor_release(a);
+    em_lua_push(L, r);
+    return 1;
+}
+
 /* max(t) -> 0-dim; max(t, dim [, keepdim]) -> values, indices (1-based);
  * max(a, b) with a tensor b -> elementwise maximum */
 static int extreme(lua_State *L, bool is_max) {
@@ -924,7 +962,7 @@ static const luaL_Reg both[] = {
     {"masked_fill_", lf_masked_fill_}, {"leaky_relu", lf_leaky_relu}, {"elu", lf_elu},
     {"fill_", lf_fill_}, {"zero_", lf_zero_}, {"copy_", lf_copy_}, {"uniform_", lf_uniform_},
     {"normal_", lf_normal_}, {"sum", lf_sum}, {"mean", lf_mean}, {"var", lf_var}, {"std", lf_std},
-    {"logsumexp", lf_logsumexp}, {"prod", lf_prod}, {"max", lf_max}, {"min", lf_min},
+    {"logsumexp", lf_logsumexp}, {"prod", lf_prod}, {"norm", lf_norm}, {"max", lf_max}, {"min", lf_min},
     {"argmax", lf_argmax}, {"argmin", lf_argmin}, {"matmul", lf_matmul}, {"mm", lf_matmul},
     {"linear", lf_linear}, {"split", lf_split}, {"chunk", lf_chunk},
     {"index_select", lf_index_select}, {"gather", lf_gather}, {"scatter_add", lf_scatter_add},

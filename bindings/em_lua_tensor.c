@@ -45,8 +45,17 @@ void em_lua_gc_account(lua_State *L, size_t bytes) {
     }
 }
 
+/* Raises the core's message. The allocator cannot know which user-facing
+ * function asked for the memory, so its "out of memory: ..." message is
+ * prefixed here with the name the running function was called by (zeros,
+ * randn, matmul, ...). */
 int em_lua_core_error(lua_State *L) {
-    return luaL_error(L, "%s", em_error_message());
+    const char *msg = em_error_message();
+    lua_Debug ar;
+    if (!strncmp(msg, "out of memory", 13) && lua_getstack(L, 0, &ar) &&
+        lua_getinfo(L, "n", &ar) && ar.name)
+        return luaL_error(L, "%s: %s", ar.name, msg);
+    return luaL_error(L, "%s", msg);
 }
 
 void em_lua_push(lua_State *L, em_tensor *t) {

@@ -499,13 +499,20 @@ int em_backward_binary(em_node *n, em_tensor *g, em_tensor **gin) {
             gb = em_unary(EM_UN_NEG, t3);
         }
         break;
-    case EM_BIN_POW: /* ga = g b a^(b-1), gb = g a^b log a (0 where a <= 0) */
+    case EM_BIN_POW: /* ga = g b a^(b-1) (0 where b == 0: a^0 is constant, also at
+                      * a = 0 where b a^(b-1) would be 0 * inf), gb = g a^b log a
+                      * (0 where a <= 0) */
         if (need_a) {
             t1 = em_binary_scalar(EM_BIN_SUB, b, 1.0f);
             t2 = em_binary(EM_BIN_POW, a, t1);
             REL(t1);
             t1 = mul(t2, b);
-            ga = mul(g, t1);
+            REL(t2);
+            em_tensor *nonzero = em_binary_scalar(EM_BIN_NE, b, 0.0f);
+            em_tensor *zero = em_tensor_scalar(0.0f);
+            t2 = em_where(nonzero, t1, zero);
+            ga = mul(g, t2);
+            REL(nonzero); REL(zero);
             REL(t1);
             REL(t2);
             t1 = t2 = NULL;
@@ -524,15 +531,18 @@ int em_backward_binary(em_node *n, em_tensor *g, em_tensor **gin) {
         }
         break;
     case EM_BIN_MAXIMUM:
-    case EM_BIN_MINIMUM: {
-        em_binary_op pick = n->iarg[0] == EM_BIN_MAXIMUM ? EM_BIN_GE : EM_BIN_LE;
-        em_tensor *mask = em_binary(pick, a, b);
+    case EM_BIN_MINIMUM: { /* to the larger (smaller) input; split in half at ties, as PyTorch */
+        em_binary_op pick = n->iarg[0] == EM_BIN_MAXIMUM ? EM_BIN_GT : EM_BIN_LT;
+        em_tensor *wins = em_binary(pick, a, b);
+        em_tensor *tie = em_binary(EM_BIN_EQ, a, b);
+        em_tensor *half_tie = muls(tie, 0.5f);
+        em_tensor *mask = em_binary(EM_BIN_ADD, wins, half_tie);
         if (need_a) ga = mul(g, mask);
         if (need_b) {
             t1 = em_scalar_binary(EM_BIN_SUB, 1.0f, mask);
             gb = mul(g, t1);
         }
-        REL(mask);
+        REL(wins); REL(tie); REL(half_tie); REL(mask);
         break;
     }
     default: em_error_set("no gradient"); break;
@@ -559,7 +569,11 @@ int em_backward_binary_scalar(em_node *n, em_tensor *g, em_tensor **gin) {
     case EM_BIN_ADD: case EM_BIN_SUB: r = em_tensor_retain(g); break;
     case EM_BIN_MUL: r = muls(g, s); break;
     case EM_BIN_DIV: r = muls(g, 1.0f / s); break;
-    case EM_BIN_POW: /* g s a^(s-1) */
+    case EM_BIN_POW: /* g s a^(s-1); 0 for s == 0 (a^0 is constant; 0 * 0^-1 would be NaN) */
+        if (s == 0.0f) {
+            r = em_tensor_zeros_like(g);
+            break;
+        }
         t1 = em_binary_scalar(EM_BIN_POW, a, s - 1.0f);
         r = times(g, muls(t1, s));
         break;

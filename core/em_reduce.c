@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <omp.h>
+
 #include "em_autograd.h"
 
 static const char *const reduce_names[EM_RED_COUNT] = {
@@ -306,6 +308,189 @@ em_tensor *em_sum_to_shape(em_tensor *g, int ndim, const int64_t *shape) {
     return r;
 }
 
+/* ---- prod's gradient without division ------------------------------- */
+/* prod's gradient at x_i is the product of the other elements of its group,
+ * prod_{j != i} x_j. Dividing the product by x_i gives NaN at zeros (0/0), so
+ * it is computed from exclusive prefix and suffix products instead: exact with
+ * one zero (the zero's position gets the product of the rest), two or more
+ * zeros (all 0), and none. Both ops below work on the "rows" layout (kept dims
+ * first, the R reduced elements of a group contiguous) and return a tensor of
+ * x's shape. */
+
+/* a's dims permuted kept-first (perm) and its inverse. */
+static void rows_perm(const em_tensor *a, const bool *reduce, int *perm, int *inv) {
+    int k = 0;
+    for (int d = 0; d < a->ndim; d++)
+        if (!reduce[d]) perm[k++] = d;
+    for (int d = 0; d < a->ndim; d++)
+        if (reduce[d]) perm[k++] = d;
+    for (int d = 0; d < a->ndim; d++) inv[perm[d]] = d;
+}
+
+/* Rows of R back to the input's layout (contiguous, of the input's shape). */
+static em_tensor *from_rows(em_tensor *rows, const em_tensor *like, const bool *reduce) {
+    int perm[EM_MAX_DIMS], inv[EM_MAX_DIMS];
+    rows_perm(like, reduce, perm, inv);
+    bool was = em_grad_enabled();
+    em_set_grad_enabled(false);
+    em_tensor *p = em_permute(rows, inv);
+    em_tensor *c = p ? em_contiguous(p) : NULL;
+    em_tensor_release(p);
+    em_set_grad_enabled(was);
+    return c;
+}
+
+static int reduce_mask(const char *fn, const em_tensor *x, int nd, const int *dims,
+                       bool *reduce) {
+    int norm[EM_MAX_DIMS];
+    return parse_dims(fn, x, nd, dims, reduce, norm);
+}
+
+/* out[i] = prod_{j != i} x[j] over one row of n. */
+static void prod_others_row(const float *x, int64_t n, float *out) {
+    double left = 1;
+    for (int64_t i = 0; i < n; i++) {
+        out[i] = (float)left;
+        left *= x[i];
+    }
+    double right = 1;
+    for (int64_t i = n - 1; i >= 0; i--) {
+        out[i] = (float)((double)out[i] * right);
+        right *= x[i];
+    }
+}
+
+/* out[k] = sum_{i != k} g[i] prod_{j != i, k} x[j] over one row of n: the
+ * gradient of prod_others contracted with g (symmetric in i and k). With
+ * L_k, S_k the exclusive prefix/suffix products, A_k = sum_{i<k} g_i
+ * prod_{j<k, j!=i} x_j and B_k = sum_{i>k} g_i prod_{j>k, j!=i} x_j follow
+ * A_{k+1} = A_k x_k + g_k L_k and B_{k-1} = B_k x_k + g_k S_k; then
+ * out[k] = A_k S_k + L_k B_k. No division, so zeros are exact. */
+static void prod_others_grad_row(const float *x, const float *g, int64_t n, float *out,
+                                 double *scratch /* 2n */) {
+    double *L = scratch, *A = scratch + n;
+    double left = 1, acc = 0;
+    for (int64_t k = 0; k < n; k++) {
+        L[k] = left;
+        A[k] = acc;
+        acc = acc * x[k] + g[k] * left;
+        left *= x[k];
+    }
+    double right = 1, b = 0;
+    for (int64_t k = n - 1; k >= 0; k--) {
+        out[k] = (float)(A[k] * right + L[k] * b);
+        b = b * x[k] + g[k] * right;
+        right *= x[k];
+    }
+}
+
+static void save_dims(em_node *node, int nd, const int *dims) {
+    node->iarg[0] = nd;
+    for (int k = 0; k < nd; k++) node->iarg[1 + k] = dims[k];
+}
+
+/* The product of the other elements of each group (dims: the reduced dims,
+ * 0-based; nd == 0: all). Shape of x. Differentiable (prod_others_grad). */
+static em_tensor *prod_others(em_tensor *x, int nd, const int *dims) {
+    if (!x) return NULL;
+    bool reduce[EM_MAX_DIMS];
+    if (reduce_mask("prod", x, nd, dims, reduce)) return NULL;
+    int64_t M, R;
+    em_tensor *c = rows_layout(x, reduce, &M, &R);
+    em_tensor *o = c ? em_tensor_empty(c->ndim, c->shape) : NULL;
+    if (!o) {
+        em_tensor_release(c);
+        return NULL;
+    }
+    const float *xs = em_tensor_data(c);
+    float *os = o->storage->data;
+#pragma omp parallel for schedule(static) if (M * R > 32768)
+    for (int64_t i = 0; i < M; i++) prod_others_row(xs + i * R, R, os + i * R);
+    em_tensor *out = from_rows(o, x, reduce);
+    em_tensor_release(c);
+    em_tensor_release(o);
+    em_node *node = out ? em_record(EM_OP_prod_others, out, 1, &x) : NULL;
+    if (node) {
+        save_dims(node, nd, dims);
+        em_node_save(node, x);
+    }
+    return out;
+}
+
+/* sum_{i != k} g_i prod_{j != i, k} x_j for each k of each group (g: x's shape,
+ * or broadcast to it). Differentiable in g; its gradient in x (a third
+ * derivative of prod) is not implemented and says so. */
+static em_tensor *prod_others_grad(em_tensor *x, em_tensor *g, int nd, const int *dims) {
+    if (!x || !g) return NULL;
+    bool reduce[EM_MAX_DIMS];
+    if (reduce_mask("prod", x, nd, dims, reduce)) return NULL;
+    em_tensor *gx = NULL;
+    bool was = em_grad_enabled();
+    em_set_grad_enabled(false);
+    gx = em_expand(g, x->ndim, x->shape);
+    em_set_grad_enabled(was);
+    int64_t M, R;
+    em_tensor *cx = rows_layout(x, reduce, &M, &R);
+    em_tensor *cg = gx ? rows_layout(gx, reduce, &M, &R) : NULL;
+    em_tensor_release(gx);
+    em_tensor *o = cx && cg ? em_tensor_empty(cx->ndim, cx->shape) : NULL;
+    double *scratch = o ? malloc((size_t)(2 * (R > 0 ? R : 1)) * sizeof *scratch *
+                                 (size_t)em_get_num_threads())
+                        : NULL;
+    if (!scratch) {
+        if (o) em_error_set("prod: out of memory for the gradient's scratch");
+        em_tensor_release(cx);
+        em_tensor_release(cg);
+        em_tensor_release(o);
+        return NULL;
+    }
+    const float *xs = em_tensor_data(cx), *gs = em_tensor_data(cg);
+    float *os = o->storage->data;
+    int nthreads = em_get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (M * R > 32768)
+    for (int64_t i = 0; i < M; i++)
+        prod_others_grad_row(xs + i * R, gs + i * R, R, os + i * R,
+                             scratch + 2 * R * omp_get_thread_num());
+    free(scratch);
+    em_tensor *out = from_rows(o, x, reduce);
+    em_tensor_release(cx);
+    em_tensor_release(cg);
+    em_tensor_release(o);
+    em_tensor *inputs[2] = {x, g};
+    em_node *node = out ? em_record(EM_OP_prod_others_grad, out, 2, inputs) : NULL;
+    if (node) {
+        save_dims(node, nd, dims);
+        em_node_save(node, x);
+    }
+    return out;
+}
+
+static void load_dims(const em_node *n, int *nd, int *dims) {
+    *nd = (int)n->iarg[0];
+    for (int k = 0; k < *nd; k++) dims[k] = (int)n->iarg[1 + k];
+}
+
+int em_backward_prod_others(em_node *n, em_tensor *g, em_tensor **gin) {
+    int nd, dims[EM_MAX_DIMS];
+    load_dims(n, &nd, dims);
+    gin[0] = prod_others_grad(n->saved[0], g, nd, dims);
+    return gin[0] ? EM_OK : EM_ERR;
+}
+
+int em_backward_prod_others_grad(em_node *n, em_tensor *g, em_tensor **gin) {
+    int nd, dims[EM_MAX_DIMS];
+    load_dims(n, &nd, dims);
+    if (em_edge_needs_grad(n, 0))
+        return em_error_set("prod: derivatives of third order and above are not implemented");
+    if (em_edge_needs_grad(n, 1)) {
+        em_tensor *r = prod_others_grad(n->saved[0], g, nd, dims);
+        gin[1] = r ? em_sum_to_shape(r, n->edges[1].ndim, n->edges[1].shape) : NULL;
+        em_tensor_release(r);
+        if (!gin[1]) return EM_ERR;
+    }
+    return EM_OK;
+}
+
 /* ---- backward -------------------------------------------------------- */
 
 /* g (the output's gradient) with the reduced dims put back as size 1. */
@@ -350,24 +535,48 @@ int em_backward_reduce(em_node *n, em_tensor *g, em_tensor **gin) {
         t2 = em_binary_scalar(EM_BIN_MUL, t1, 2.0f / (float)(R - correction));
         r = em_binary(EM_BIN_MUL, ge, t2);
         break;
-    case EM_RED_STD: /* (x - mean) / ((R - c) std) */
+    case EM_RED_STD: /* (x - mean) / ((R - c) std); 0 for a constant group (std 0: the
+                      * subgradient, where the formula would be 0/0) */
         y = em_reduce(EM_RED_MEAN, x, nd, dims, true, 0);
         t1 = em_binary(EM_BIN_SUB, x, y);
         t2 = em_reduce(EM_RED_STD, x, nd, dims, true, correction);
+        {
+            em_tensor *pos = em_binary_scalar(EM_BIN_GT, t2, 0.0f);
+            em_tensor *one = em_tensor_scalar(1.0f);
+            em_tensor *safe = em_where(pos, t2, one);
+            em_tensor_release(t2);
+            em_tensor_release(pos);
+            em_tensor_release(one);
+            t2 = safe;
+        }
         t3 = em_binary_scalar(EM_BIN_MUL, t2, (float)(R - correction));
         em_tensor_release(t2);
         t2 = em_binary(EM_BIN_DIV, t1, t3);
         r = em_binary(EM_BIN_MUL, ge, t2);
         break;
-    case EM_RED_LOGSUMEXP: /* exp(x - y) */
+    case EM_RED_LOGSUMEXP: /* exp(x - y), the softmax. Where y is infinite (all -inf,
+                            * or some +inf) exp(x - y) is NaN; the softmax's limit
+                            * there is an even split between the entries equal to y. */
         y = em_reduce(op, x, nd, dims, true, 0);
-        t1 = em_binary(EM_BIN_SUB, x, y);
-        t2 = em_unary(EM_UN_EXP, t1);
-        r = em_binary(EM_BIN_MUL, ge, t2);
+        {
+            em_tensor *above = em_binary_scalar(EM_BIN_GT, y, -INFINITY);
+            em_tensor *below = em_binary_scalar(EM_BIN_LT, y, INFINITY);
+            em_tensor *finite = em_binary(EM_BIN_MUL, above, below);
+            em_tensor *zero = em_tensor_scalar(0.0f);
+            em_tensor *ysafe = em_where(finite, y, zero);
+            t1 = em_binary(EM_BIN_SUB, x, ysafe);
+            em_tensor *soft = em_unary(EM_UN_EXP, t1);
+            em_tensor *tied = em_binary(EM_BIN_EQ, x, y);
+            em_tensor *count = em_reduce(EM_RED_SUM, tied, nd, dims, true, 0);
+            em_tensor *share = em_binary(EM_BIN_DIV, tied, count);
+            t2 = em_where(finite, soft, share);
+            r = em_binary(EM_BIN_MUL, ge, t2);
+            em_tensor *tmp[] = {above, below, finite, zero, ysafe, soft, tied, count, share};
+            for (size_t i = 0; i < sizeof tmp / sizeof *tmp; i++) em_tensor_release(tmp[i]);
+        }
         break;
-    case EM_RED_PROD: /* y / x */
-        y = em_reduce(op, x, nd, dims, true, 0);
-        t1 = em_binary(EM_BIN_DIV, y, x);
+    case EM_RED_PROD: /* g times the product of the other elements (no division by x) */
+        t1 = prod_others(x, nd, dims);
         r = em_binary(EM_BIN_MUL, ge, t1);
         break;
     default: em_error_set("no gradient"); break;

@@ -93,9 +93,9 @@ describe('ember.image', function()
       err_of(image.save_png, ember.zeros(5, 2, 2), tmpdir .. '/x.png'), 1, true)
     assert.matches("save_png: cannot write '/nonexistent-dir/x.png': No such file or directory",
       err_of(image.save_png, ember.zeros(2, 2), '/nonexistent-dir/x.png'), 1, true)
-    assert.matches("save_png: cannot write '/nonexistent-dir/g.png'",
+    assert.matches("save_grid: cannot write '/nonexistent-dir/g.png'",
       err_of(image.save_grid, imgs, '/nonexistent-dir/g.png'), 1, true)
-    assert.matches('make_grid: images [7 x 3] must be [N x C x H x W], [N x H x W] or [N x D] with D a square',
+    assert.matches('save_grid: images [7 x 3] must be [N x C x H x W], [N x H x W] or [N x D] with D a square',
       err_of(image.save_grid, ember.zeros(7, 3), tmpdir .. '/x.png'), 1, true)
     assert.matches('make_grid: nrow must be an integer in 1..65536, got 0',
       err_of(image.make_grid, imgs, { nrow = 0 }), 1, true)

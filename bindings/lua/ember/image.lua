@@ -141,12 +141,25 @@ function image.save_grid(images, path, opts)
   if not ember.is_tensor(images) then
     fail('save_grid', ('bad argument #1 (expected a tensor of images, got %s)'):format(typename(images)))
   end
+  -- NaN is checked here, on the caller's images: after make_grid the message
+  -- would name save_png and a position in the grid.
+  local nan = images:stats().nan
+  if nan > 0 then
+    fail('save_grid', ('the images hold %d NaN value%s (a diverged model?); not writing %q')
+      :format(nan, nan == 1 and '' or 's', path))
+  end
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
   if o.range == nil and not o.normalize then o.range = { 0, 1 } end
+  -- make_grid's and save_png's errors are reported as save_grid's, the function called.
+  local function as_save_grid(msg)
+    msg = tostring(msg):gsub('^[^\n]-:%d+: ', '')
+    return (msg:gsub('^make_grid: ', 'save_grid: '):gsub('^save_png: ', 'save_grid: '))
+  end
   local ok, grid = pcall(image.make_grid, images, o)
-  if not ok then error((tostring(grid):gsub('^[^\n]-:%d+: ', '')), 2) end
-  ccall(C.save_png, grid, path, 0, 1)
+  if not ok then error(as_save_grid(grid), 2) end
+  local saved, err = pcall(C.save_png, grid, path, 0, 1)
+  if not saved then error(as_save_grid(err), 2) end
   return path
 end
 
