@@ -28,7 +28,7 @@ DEB_PACKAGES = build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-openm
                libstb-dev zlib1g-dev libjansson-dev lua-busted libedit-dev tmux \
                gnuplot-nox dataset-fashion-mnist slurm-wlm munge parallel
 
-.PHONY: all deps test test-slurm test-parallel run bench sanitize clean fuzz data install uninstall
+.PHONY: all deps test test-slurm test-parallel run bench bench-peer sanitize clean fuzz data install uninstall
 
 all: deps $(BUILD)/ember $(BUILD)/ember.so
 
@@ -94,6 +94,10 @@ run: all
 
 bench: all $(BUILD)/bench_matmul
 	@sh scripts/bench.sh $(BUILD)
+
+# ember against PyTorch (python3-torch, installed here: a benchmark peer only) on B1-B4.
+bench-peer: all $(BUILD)/bench_matmul
+	@sh scripts/bench_peer.sh $(BUILD)
 
 data: all
 	@command -v npm >/dev/null 2>&1 || sh scripts/install_deps.sh npm

@@ -58,6 +58,9 @@ typedef struct em_pool2d_args {
  * [N x C x OH x OW], OH = (H + 2 pad - kh) / stride + 1. The position of each
  * maximum is kept; the backward sends the gradient there. */
 em_tensor *em_max_pool2d(em_tensor *x, const em_pool2d_args *a);
+/* Test hook: true makes em_max_pool2d use its general kernel (the reference
+ * its fast paths are compared with). */
+extern bool em_pool_force_reference;
 /* Mean over each window, same shapes as max_pool2d. */
 em_tensor *em_avg_pool2d(em_tensor *x, const em_pool2d_args *a);
 /* Nearest-neighbour upsampling by integer factors:

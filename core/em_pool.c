@@ -17,6 +17,9 @@
 
 #define PAR_MIN 32768
 
+/* Test hook: true makes max pooling use its general (reference) kernel only. */
+bool em_pool_force_reference;
+
 /* ---- arguments ------------------------------------------------------- */
 
 /* Validates x and the window, and computes the output size. */
@@ -89,9 +92,59 @@ static inline window window_at(const em_pool2d_args *a, int64_t oh, int64_t ow, 
 
 /* ---- max pooling ----------------------------------------------------- */
 
+/* One step of the scan below: v replaces the running best m (position k) when
+ * m is not NaN and v is greater or NaN — the first NaN, else the first
+ * maximum, in row-major window order. Branch-free: the comparisons of a max
+ * pool are data-dependent, and mispredicted branches were its cost. */
+/* One step of the scan below: v replaces the running best m (position k, a
+ * float as the kernel stores it) when m is not NaN and v is greater or NaN —
+ * the first NaN, else the first maximum, in row-major window order. Written
+ * as selects on float lanes so the loop vectorizes: a max pool's comparisons
+ * are data-dependent, and mispredicted branches were its cost. */
+#define POOL_PICK(m, k, v, kv)                                              \
+    do {                                                                    \
+        float v_ = (v);                                                     \
+        int take_ = (m == m) & ((v_ > m) | (v_ != v_));                     \
+        k = take_ ? (kv) : k;                                               \
+        m = take_ ? v_ : m;                                                 \
+    } while (0)
+
+/* 2x2 windows, stride 2, no padding (the common case): the same maxima and
+ * positions as the general kernel below (the reference; tests compare them).
+ * Positions are exact as floats below 2^24 elements per plane. */
+static void max_pool_2x2(const float *x, float *y, float *idx, int64_t planes, int64_t H,
+                         int64_t W, int64_t OH, int64_t OW) {
+#pragma omp parallel for schedule(static) if (planes * OH * OW * 4 > PAR_MIN)
+    for (int64_t p = 0; p < planes; p++) {
+        const float *src = x + p * H * W;
+        float *yp = y + p * OH * OW, *ip = idx + p * OH * OW;
+        for (int64_t oh = 0; oh < OH; oh++) {
+            const float *r0 = src + 2 * oh * W, *r1 = r0 + W;
+            const float base = (float)(2 * oh * W), fw = (float)W;
+            float *yr = yp + oh * OW, *ir = ip + oh * OW;
+#pragma omp simd
+            for (int64_t ow = 0; ow < OW; ow++) {
+                float m = r0[2 * ow];
+                float c0 = base + (float)(2 * ow);
+                float k = c0;
+                POOL_PICK(m, k, r0[2 * ow + 1], c0 + 1.0f);
+                POOL_PICK(m, k, r1[2 * ow], c0 + fw);
+                POOL_PICK(m, k, r1[2 * ow + 1], c0 + fw + 1.0f);
+                yr[ow] = m;
+                ir[ow] = k;
+            }
+        }
+    }
+}
+
 /* The max of each window and its position (h W + w, as a float) in its plane. */
 static void max_pool_kernel(const float *x, float *y, float *idx, int64_t planes, int64_t H,
                             int64_t W, int64_t OH, int64_t OW, const em_pool2d_args *a) {
+    if (a->kernel[0] == 2 && a->kernel[1] == 2 && a->stride[0] == 2 && a->stride[1] == 2 &&
+        a->padding[0] == 0 && a->padding[1] == 0 && H * W < (1 << 24) && !em_pool_force_reference) {
+        max_pool_2x2(x, y, idx, planes, H, W, OH, OW);
+        return;
+    }
 #pragma omp parallel for schedule(static) if (planes * OH * OW * a->kernel[0] * a->kernel[1] > PAR_MIN)
     for (int64_t p = 0; p < planes; p++) {
         const float *src = x + p * H * W;

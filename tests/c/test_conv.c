@@ -706,3 +706,47 @@ TEST(softmax_matches_naive_loop) {
     CHECK_ERROR("softmax");
     em_tensor_release(x);
 }
+
+/* The 2x2 stride-2 fast path against the general kernel (em_pool_force_reference):
+ * the same maxima and the same positions (seen through the gradient), with ties,
+ * NaNs, -inf and odd sizes (the last row/column dropped), across the parallel
+ * threshold. */
+TEST(max_pool2d_2x2_fast_path_matches_reference) {
+    const int64_t sizes[][4] = {{1, 1, 2, 2}, {2, 3, 7, 9}, {16, 32, 28, 28}, {3, 2, 5, 4}};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        const int64_t *sh = sizes[k];
+        em_rng_seed(900 + k);
+        em_tensor *base = randn4(sh[0], sh[1], sh[2], sh[3]);
+        float *d = base->storage->data;
+        for (int64_t i = 0; i < base->numel; i++) { /* ties, NaNs, infinities */
+            if (i % 7 == 0) d[i] = 0.5f;
+            if (i % 53 == 3) d[i] = NAN;
+            if (i % 31 == 5) d[i] = -INFINITY;
+            if (i % 97 == 11) d[i] = INFINITY;
+        }
+        em_pool2d_args a = pool_args(2, 2, 0, true);
+        em_tensor *outs[2], *grads[2];
+        for (int ref = 0; ref < 2; ref++) {
+            em_pool_force_reference = ref;
+            em_tensor *x = em_clone(base);
+            em_tensor *xd = em_detach(x);
+            em_set_requires_grad(xd, true);
+            outs[ref] = em_max_pool2d(xd, &a);
+            em_tensor *gy = em_tensor_full(4, outs[ref]->shape, 1.0f);
+            CHECK(em_backward(outs[ref], gy, false, false) == EM_OK);
+            grads[ref] = em_tensor_retain(xd->grad);
+            em_tensor_release(gy);
+            em_tensor_release(xd);
+            em_tensor_release(x);
+        }
+        em_pool_force_reference = false;
+        CHECK(outs[0]->numel == outs[1]->numel);
+        CHECK(!memcmp(outs[0]->storage->data, outs[1]->storage->data, (size_t)outs[0]->numel * 4));
+        CHECK(!memcmp(grads[0]->storage->data, grads[1]->storage->data, (size_t)grads[0]->numel * 4));
+        for (int ref = 0; ref < 2; ref++) {
+            em_tensor_release(outs[ref]);
+            em_tensor_release(grads[ref]);
+        }
+        em_tensor_release(base);
+    }
+}
