@@ -4,8 +4,11 @@
  * flattened into a core checkpoint (em_safetensors.h: one leaf per key path)
  * and written as a safetensors file; loading rebuilds the same nesting. The
  * file layout is documented at the top of core/em_safetensors.c. */
+#include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "em_file.h"
 #include "em_lua.h"
 #include "em_safetensors.h"
 
@@ -225,9 +228,31 @@ static int l_load(lua_State *L) {
     return 1;
 }
 
+/* ember._file_kind(path) -> 'file', 'directory', 'fifo', 'socket', 'device' or
+ * 'other'; or nil, message when path cannot be stat'ed. stat(2) never blocks,
+ * unlike opening a named pipe, so the Lua modules ask this before io.open. */
+static int l_file_kind(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        return 2;
+    }
+    lua_pushstring(L, S_ISREG(st.st_mode)    ? "file"
+                      : S_ISDIR(st.st_mode)  ? "directory"
+                      : S_ISFIFO(st.st_mode) ? "fifo"
+                      : S_ISSOCK(st.st_mode) ? "socket"
+                      : (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) ? "device"
+                                                                      : "other");
+    lua_pushstring(L, em_file_kind(st.st_mode));
+    return 2;
+}
+
 void em_lua_open_io(lua_State *L, int module, int methods) {
     (void)methods;
-    static const luaL_Reg fns[] = {{"save", l_save}, {"load", l_load}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {
+        {"save", l_save}, {"load", l_load}, {"_file_kind", l_file_kind}, {NULL, NULL}};
     lua_pushvalue(L, module);
     luaL_setfuncs(L, fns, 0);
     lua_pop(L, 1);

@@ -238,6 +238,21 @@ static int lk_clip_weights(lua_State *L) {
     return 0;
 }
 
+/* first_nonfinite_grad(params) -> nil when every gradient is finite, or the
+ * position (1-based) of the first parameter whose gradient is not, and how
+ * many of its elements are NaN or infinite. */
+static int lk_first_nonfinite_grad(lua_State *L) {
+    int n;
+    em_tensor **ps = check_tensor_list(L, 1, "optimizer step", &n);
+    int64_t count = 0;
+    int i = em_optim_first_nonfinite_grad(n, ps, &count);
+    if (i == -2) return em_lua_core_error(L);
+    if (i < 0) return 0;
+    lua_pushinteger(L, (lua_Integer)i + 1);
+    lua_pushinteger(L, (lua_Integer)count);
+    return 2;
+}
+
 /* tensor_key(t): a light userdata naming the tensor itself (two Lua values
  * wrapping one tensor give the same key), for finding repeated parameters. */
 static int lk_tensor_key(lua_State *L) {
@@ -347,7 +362,8 @@ void em_lua_open_optim(lua_State *L, int module, int methods) {
         {"bce_with_logits", lk_bce_with_logits}, {"cross_entropy", lk_cross_entropy},
         {"nll", lk_nll}, {"step", lk_step}, {"clip_grad_norm", lk_clip_grad_norm},
         {"clip_grad_value", lk_clip_grad_value}, {"clip_weights", lk_clip_weights},
-        {"tensor_key", lk_tensor_key}, {NULL, NULL}};
+        {"tensor_key", lk_tensor_key}, {"first_nonfinite_grad", lk_first_nonfinite_grad},
+        {NULL, NULL}};
     luaL_newlib(L, kernels);
     lua_setfield(L, module, "_optim_kernels");
 }

@@ -6,9 +6,13 @@
  * only then makes the float tensor. */
 #include "em_idx.h"
 
+#include "em_file.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -19,36 +23,149 @@
 #define IDX_MAX_DATA_BYTES ((int64_t)1 << 34)
 #define IDX_READ_CHUNK ((int64_t)1 << 26)
 
-/* Reads up to n bytes; returns the count read (short at end of stream or on
- * error; the caller asks gzerror which). */
-static int64_t gz_read_up_to(gzFile f, unsigned char *buf, int64_t n) {
+/* ---- the byte stream: plain bytes, or gzip members decompressed ----------------
+ *
+ * zlib's gzread would do, except that it silently ignores bytes after the last
+ * gzip member, while a plain file with bytes after its data is refused. This
+ * reader drives inflate itself so it knows where each member ends: another
+ * member may follow (as gzip(1) allows), anything else is an error. */
+#define STREAM_IN_BYTES (1 << 18)
+
+typedef struct {
+    int fd;
+    bool gz;              /* gzip members, else the file's bytes as they are */
+    bool member_open;     /* inside a gzip member (inflate initialised for it) */
+    bool file_end;        /* read() returned 0 */
+    bool finished;        /* no more data: the end of the input, or an error */
+    int64_t raw_read;     /* bytes read from the file so far */
+    int64_t file_size;
+    const char *problem;  /* why the stream ended early, or NULL */
+    char problem_buf[160];
+    z_stream zs;
+    unsigned char in[STREAM_IN_BYTES];
+} idx_stream;
+
+/* Refills the input buffer (keeping unconsumed bytes); false at the file's end. */
+static bool stream_fill(idx_stream *s) {
+    if (s->file_end) return false;
+    if (s->zs.avail_in > 0 && s->zs.next_in != s->in) memmove(s->in, s->zs.next_in, s->zs.avail_in);
+    s->zs.next_in = s->in;
+    for (;;) {
+        ssize_t r = read(s->fd, s->in + s->zs.avail_in, STREAM_IN_BYTES - s->zs.avail_in);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            snprintf(s->problem_buf, sizeof s->problem_buf, "%s", strerror(errno));
+            s->problem = s->problem_buf;
+            s->finished = true;
+            return false;
+        }
+        if (r == 0) {
+            s->file_end = true;
+            return false;
+        }
+        s->zs.avail_in += (uInt)r;
+        s->raw_read += r;
+        return true;
+    }
+}
+
+/* Starts the stream on fd: gzip when the file begins with the gzip magic. */
+static bool stream_open(idx_stream *s, int fd, int64_t file_size) {
+    memset(s, 0, sizeof *s);
+    s->fd = fd;
+    s->file_size = file_size;
+    s->zs.next_in = s->in;
+    while (s->zs.avail_in < 2 && stream_fill(s)) {
+    }
+    if (s->problem) return false;
+    s->gz = s->zs.avail_in >= 2 && s->in[0] == 0x1f && s->in[1] == 0x8b;
+    return true;
+}
+
+/* Reads up to n bytes into buf; returns the count (short only at the end of
+ * the data or on an error, which stream_problem then names). */
+static int64_t stream_read(idx_stream *s, unsigned char *buf, int64_t n) {
     int64_t got = 0;
-    while (got < n) {
-        int64_t want = n - got < IDX_READ_CHUNK ? n - got : IDX_READ_CHUNK;
-        int r = gzread(f, buf + got, (unsigned)want);
-        if (r <= 0) break;
-        got += r;
+    while (got < n && !s->finished) {
+        if (!s->gz) { /* plain: the buffered bytes, then the file */
+            if (s->zs.avail_in == 0 && !stream_fill(s)) {
+                s->finished = true;
+                break;
+            }
+            int64_t k = n - got < (int64_t)s->zs.avail_in ? n - got : (int64_t)s->zs.avail_in;
+            memcpy(buf + got, s->zs.next_in, (size_t)k);
+            s->zs.next_in += k;
+            s->zs.avail_in -= (uInt)k;
+            got += k;
+            continue;
+        }
+        if (!s->member_open) { /* at the start, or after a member: another one? */
+            while (s->zs.avail_in < 2 && stream_fill(s)) {
+            }
+            if (s->problem) break;
+            if (s->zs.avail_in == 0) { /* the input ends where a member ended */
+                s->finished = true;
+                break;
+            }
+            if (s->zs.avail_in < 2 || s->zs.next_in[0] != 0x1f || s->zs.next_in[1] != 0x8b) {
+                int64_t trailing = s->file_size - (s->raw_read - (int64_t)s->zs.avail_in);
+                snprintf(s->problem_buf, sizeof s->problem_buf,
+                         "%lld bytes after the end of the gzip stream that are not another "
+                         "gzip member (a damaged file, or data appended to it)",
+                         (long long)trailing);
+                s->problem = s->problem_buf;
+                s->finished = true;
+                break;
+            }
+            if (inflateInit2(&s->zs, 16 + MAX_WBITS) != Z_OK) {
+                s->problem = "out of memory for the gzip decoder";
+                s->finished = true;
+                break;
+            }
+            s->member_open = true;
+        }
+        if (s->zs.avail_in == 0) stream_fill(s);
+        if (s->problem) break;
+        int64_t want = n - got < ((int64_t)1 << 30) ? n - got : ((int64_t)1 << 30);
+        s->zs.next_out = buf + got;
+        s->zs.avail_out = (uInt)want;
+        uInt in_before = s->zs.avail_in;
+        int rc = inflate(&s->zs, Z_NO_FLUSH);
+        int64_t produced = want - (int64_t)s->zs.avail_out;
+        got += produced;
+        if (rc == Z_STREAM_END) {
+            inflateEnd(&s->zs);
+            s->member_open = false;
+        } else if ((rc == Z_OK || rc == Z_BUF_ERROR) && produced == 0 &&
+                   s->zs.avail_in == in_before && s->file_end) {
+            /* no progress and no more input: the member was cut short */
+            s->problem = "the gzip stream ends early (truncated .gz file)";
+            s->finished = true;
+        } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+            snprintf(s->problem_buf, sizeof s->problem_buf, "%s",
+                     rc == Z_MEM_ERROR ? "out of memory for the gzip decoder"
+                     : s->zs.msg       ? s->zs.msg
+                                       : "corrupt gzip data");
+            s->problem = s->problem_buf;
+            s->finished = true;
+        }
     }
     return got;
 }
 
-/* The zlib error of f as a message fragment, or NULL when the stream is fine. */
-static const char *gz_problem(gzFile f) {
-    int err = Z_OK;
-    const char *msg = gzerror(f, &err);
-    if (err == Z_OK) return NULL;
-    if (err == Z_BUF_ERROR) return "the gzip stream ends early (truncated .gz file)";
-    if (err == Z_ERRNO) return strerror(errno);
-    if (!msg || !*msg) return "corrupt gzip data";
-    /* gzerror prefixes the name zlib knows ("<fd:3>: "); the caller names the file */
-    if (!strncmp(msg, "<fd:", 4) && strstr(msg, ": ")) msg = strstr(msg, ": ") + 2;
-    return msg;
+/* Why the stream ended early, as a message fragment, or NULL when it is fine. */
+static const char *stream_problem(const idx_stream *s) { return s->problem; }
+
+static void stream_close(idx_stream *s) {
+    if (s->member_open) inflateEnd(&s->zs);
+    close(s->fd);
+    free(s);
 }
 
 /* Reads the whole data section (declared bytes) into a buffer that grows as
  * data arrives; also reads one byte more to detect trailing data. Returns the
  * buffer (caller frees) or NULL with a message. */
-static unsigned char *read_data(gzFile f, const char *path, int64_t declared, const char *dims) {
+static unsigned char *read_data(idx_stream *f, const char *path, int64_t declared, const char *dims) {
     int64_t want = declared + 1;
     int64_t cap = want < ((int64_t)1 << 24) ? want : ((int64_t)1 << 24);
     unsigned char *buf = malloc((size_t)cap);
@@ -58,7 +175,7 @@ static unsigned char *read_data(gzFile f, const char *path, int64_t declared, co
     }
     int64_t got = 0;
     for (;;) {
-        int64_t r = gz_read_up_to(f, buf + got, cap - got);
+        int64_t r = stream_read(f, buf + got, cap - got);
         got += r;
         if (got < cap || cap == want) break; /* end of stream or all we want */
         int64_t ncap = cap * 2 < want ? cap * 2 : want;
@@ -71,7 +188,7 @@ static unsigned char *read_data(gzFile f, const char *path, int64_t declared, co
         buf = nb;
         cap = ncap;
     }
-    const char *problem = gz_problem(f);
+    const char *problem = stream_problem(f);
     if (problem) {
         em_error_set("idx_load: '%s': %s (after %lld data bytes)", path, problem, (long long)got);
         free(buf);
@@ -99,15 +216,15 @@ em_tensor *em_idx_load(const char *path, float scale, float shift) {
         em_error_set("idx_load: expected a file name, got an empty string");
         return NULL;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        em_error_set("idx_load: cannot open '%s': %s", path, strerror(errno));
-        return NULL;
-    }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        em_error_set("idx_load: '%s' is not a regular file", path);
-        close(fd);
+    int err;
+    const char *kind;
+    int fd = em_file_open_regular(path, &st, &err, &kind);
+    if (fd < 0) {
+        if (kind)
+            em_error_set("idx_load: '%s' is not a regular file (it is %s)", path, kind);
+        else
+            em_error_set("idx_load: cannot open '%s': %s", path, strerror(err));
         return NULL;
     }
     if (st.st_size == 0) {
@@ -115,21 +232,25 @@ em_tensor *em_idx_load(const char *path, float scale, float shift) {
         close(fd);
         return NULL;
     }
-    gzFile f = gzdopen(fd, "rb");
+    idx_stream *f = malloc(sizeof *f);
     if (!f) {
-        em_error_set("idx_load: cannot read '%s': %s", path, strerror(errno));
+        em_error_set("idx_load: '%s': out of memory", path);
         close(fd);
         return NULL;
     }
-    gzbuffer(f, 1 << 18);
+    if (!stream_open(f, fd, (int64_t)st.st_size)) {
+        em_error_set("idx_load: cannot read '%s': %s", path, stream_problem(f));
+        stream_close(f);
+        return NULL;
+    }
 
     em_tensor *out = NULL;
     unsigned char *data = NULL;
     unsigned char head[4 + 4 * EM_IDX_MAX_DIMS];
     const char *problem;
-    int64_t got = gz_read_up_to(f, head, 4);
+    int64_t got = stream_read(f, head, 4);
     if (got < 4) {
-        problem = gz_problem(f);
+        problem = stream_problem(f);
         if (problem)
             em_error_set("idx_load: '%s': %s", path, problem);
         else
@@ -154,9 +275,9 @@ em_tensor *em_idx_load(const char *path, float scale, float shift) {
                      EM_IDX_MAX_DIMS);
         goto done;
     }
-    got = gz_read_up_to(f, head + 4, 4 * ndim);
+    got = stream_read(f, head + 4, 4 * ndim);
     if (got < 4 * ndim) {
-        problem = gz_problem(f);
+        problem = stream_problem(f);
         if (problem)
             em_error_set("idx_load: '%s': %s", path, problem);
         else
@@ -181,7 +302,7 @@ em_tensor *em_idx_load(const char *path, float scale, float shift) {
         goto done;
     }
     int64_t header_bytes = 4 + 4 * ndim;
-    if (gzdirect(f) && (int64_t)st.st_size != header_bytes + declared) {
+    if (!f->gz && (int64_t)st.st_size != header_bytes + declared) {
         int64_t held = (int64_t)st.st_size - header_bytes;
         if (held < declared)
             em_error_set("idx_load: '%s': truncated: the header declares %s = %lld data bytes, "
@@ -202,7 +323,7 @@ em_tensor *em_idx_load(const char *path, float scale, float shift) {
     for (int64_t i = 0; i < declared; i++) o[i] = (float)d[i] * scale + shift;
 done:
     free(data);
-    gzclose(f);
+    stream_close(f);
     return out;
 }
 

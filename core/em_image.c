@@ -1,11 +1,14 @@
 /* em_image.c — image grids, upscaling and PNG input/output (libstb). */
 #include "em_image.h"
 
+#include "em_file.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <stb_image.h>
 #include <stb_image_write.h>
@@ -192,10 +195,21 @@ em_tensor *em_image_load(const char *path) {
         em_error_set("load_image: expected a file name, got an empty string");
         return NULL;
     }
-    errno = 0;
-    FILE *f = fopen(path, "rb");
+    struct stat st;
+    int err;
+    const char *kind;
+    int fd = em_file_open_regular(path, &st, &err, &kind);
+    if (fd < 0) {
+        if (kind)
+            em_error_set("load_image: '%s' is not a regular file (it is %s)", path, kind);
+        else
+            em_error_set("load_image: cannot open '%s': %s", path, strerror(err));
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "rb");
     if (!f) {
         em_error_set("load_image: cannot open '%s': %s", path, strerror(errno));
+        close(fd);
         return NULL;
     }
     int w = 0, h = 0, comp = 0;

@@ -352,3 +352,33 @@ int em_optim_clip_weights_(int n, em_tensor *const *params, double c) {
     em_set_grad_enabled(was);
     return rc;
 }
+
+/* Counts the NaN / infinite values of x[0..m): the sum of x * 0 is NaN exactly
+ * when one is (inf * 0 = NaN), a vectorisable pass; only then are they counted. */
+static int64_t count_nonfinite(const float *x, int64_t m) {
+    float probe = 0.0f;
+#pragma omp parallel for simd schedule(static) reduction(+ : probe) if (m > EM_PARALLEL_MIN)
+    for (int64_t i = 0; i < m; i++) probe += x[i] * 0.0f;
+    if (probe == 0.0f) return 0;
+    int64_t count = 0;
+    for (int64_t i = 0; i < m; i++) count += !isfinite(x[i]);
+    return count;
+}
+
+int em_optim_first_nonfinite_grad(int n, em_tensor *const *params, int64_t *count) {
+    *count = 0;
+    if (check_param_list("optimizer step", n, params)) return -2;
+    for (int i = 0; i < n; i++) {
+        em_tensor *g = params[i]->grad;
+        if (!g) continue;
+        em_tensor *gc = em_contiguous(g);
+        if (!gc) return -2;
+        int64_t bad = count_nonfinite(em_tensor_data(gc), gc->numel);
+        em_tensor_release(gc);
+        if (bad) {
+            *count = bad;
+            return i;
+        }
+    }
+    return -1;
+}

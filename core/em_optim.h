@@ -62,6 +62,13 @@ int em_optim_rmsprop_step(const em_rmsprop_hparams *h, int n, em_optim_slot *slo
  * (norm_type > 0, or INFINITY for the max-norm) is at most max_norm; writes
  * the norm before clipping to *total_norm. Non-finite norms leave the
  * gradients unchanged. */
+/* The first parameter (0-based) whose gradient holds a NaN or an infinity, or
+ * -1 when every gradient is finite (-2: an error, message set); *count gets
+ * how many of that gradient's elements are not finite. The optimizers' Lua
+ * side calls it before each step, which would otherwise spread the NaN into
+ * the parameters and the moment buffers. */
+int em_optim_first_nonfinite_grad(int n, em_tensor *const *params, int64_t *count);
+
 int em_optim_clip_grad_norm_(int n, em_tensor *const *params, double max_norm,
                              double norm_type, double *total_norm);
 /* Clamps every gradient element into [-clip, clip]. */

@@ -52,17 +52,24 @@
  * region, overlaps, gaps) is an error "load: <file>: <problem>" found before
  * anything large is allocated; tensor memory is bounded by the file's size.
  *
- * SAVING is atomic: the bytes go to "<path>.tmp-<pid>-<n>" in the same
+ * SAVING is atomic: the bytes go to "<path>.tmp-<pid>-<n>.<host>" in the same
  * directory, which is flushed, fsync'd and renamed over <path>; then the
  * directory is fsync'd. A crash leaves the previous file intact (and possibly
- * a stray temp file); a failed save removes its temp file. */
+ * a stray temp file); a failed save removes its temp file. Stray temp files of
+ * <path> whose process is gone (same host, pid no longer running) are removed
+ * by the next save of <path>; those of another host are left alone, since
+ * whether their process still runs cannot be known from here. */
 #include "em_safetensors.h"
 
+#include "em_file.h"
+
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <locale.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -543,6 +550,71 @@ static void sync_parent_dir(const char *path) {
     close(fd);
 }
 
+/* This host's name for temp file names ("" when unknown; never contains '/'). */
+static void host_name(char *buf, size_t size) {
+    if (gethostname(buf, size) != 0) buf[0] = 0;
+    buf[size - 1] = 0;
+    for (char *c = buf; *c; c++)
+        if (*c == '/') *c = '_';
+}
+
+/* Whether process pid still runs: kill(pid, 0) succeeds (or is refused: it
+ * exists) and /proc does not show it as a zombie (a killed saver whose parent
+ * never reaped it, as PID 1 of a container may not). */
+static bool process_running(long pid) {
+    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) return false;
+    char stat_path[64], buf[512];
+    snprintf(stat_path, sizeof stat_path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(stat_path, "r");
+    if (!f) return true; /* no /proc: trust kill */
+    size_t got = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[got] = 0;
+    const char *close_paren = strrchr(buf, ')'); /* "pid (comm) S ..." */
+    if (!close_paren || close_paren[1] != ' ') return true;
+    return close_paren[2] != 'Z' && close_paren[2] != 'X';
+}
+
+/* Removes "<path>.tmp-<pid>-<n>[.<host>]" files left by saves of path that were
+ * killed: only those of this host (or with no host: older ember) whose pid is
+ * no longer a running process, and never this process's own. Best effort. */
+static void remove_stale_temp_files(const char *path, const char *host) {
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    if (!dir) return;
+    DIR *d = opendir(dir);
+    if (!d) {
+        free(dir);
+        return;
+    }
+    size_t base_len = strlen(base);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *name = e->d_name;
+        if (strncmp(name, base, base_len) != 0 || strncmp(name + base_len, ".tmp-", 5) != 0)
+            continue;
+        const char *p = name + base_len + 5;
+        char *end;
+        errno = 0;
+        long pid = strtol(p, &end, 10);
+        if (end == p || *end != '-' || errno || pid <= 0 || pid == (long)getpid()) continue;
+        p = end + 1;
+        (void)strtoul(p, &end, 10);
+        if (end == p) continue;
+        if (*end == '.' ? strcmp(end + 1, host) != 0 : *end != 0) continue; /* another host */
+        if (process_running(pid)) continue;
+        size_t n = strlen(dir) + strlen(name) + 2;
+        char *full = malloc(n);
+        if (!full) break;
+        snprintf(full, n, "%s/%s", dir, name);
+        (void)unlink(full);
+        free(full);
+    }
+    closedir(d);
+    free(dir);
+}
+
 int em_safetensors_save(const char *path, const em_checkpoint *ck) {
     static unsigned tmp_counter;
     struct stat st;
@@ -552,7 +624,10 @@ int em_safetensors_save(const char *path, const em_checkpoint *ck) {
     st_plan plan;
     if (plan_save(ck, path, &plan)) return EM_ERR;
 
-    size_t tmp_size = strlen(path) + 64;
+    char host[256];
+    host_name(host, sizeof host);
+    remove_stale_temp_files(path, host);
+    size_t tmp_size = strlen(path) + 64 + strlen(host);
     char *tmp = malloc(tmp_size);
     if (!tmp) {
         plan_free(&plan);
@@ -560,7 +635,8 @@ int em_safetensors_save(const char *path, const em_checkpoint *ck) {
     }
     int fd = -1;
     for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
-        snprintf(tmp, tmp_size, "%s.tmp-%ld-%u", path, (long)getpid(), tmp_counter++);
+        snprintf(tmp, tmp_size, "%s.tmp-%ld-%u%s%s", path, (long)getpid(), tmp_counter++,
+                 *host ? "." : "", host);
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd < 0 && errno != EEXIST) break;
     }
@@ -1233,22 +1309,15 @@ em_checkpoint *em_safetensors_load_file(const char *path) {
         em_error_set("load: the file path is empty");
         return NULL;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        em_error_set("load: %s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        em_error_set("load: %s: cannot stat: %s", path, strerror(errno));
-        close(fd);
-        return NULL;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        em_error_set("load: %s: %s", path,
-                     S_ISDIR(st.st_mode) ? "is a directory, not a checkpoint file"
-                                         : "is not a regular file");
-        close(fd);
+    int err;
+    const char *kind;
+    int fd = em_file_open_regular(path, &st, &err, &kind);
+    if (fd < 0) {
+        if (kind)
+            em_error_set("load: %s: is %s, not a checkpoint file", path, kind);
+        else
+            em_error_set("load: %s: cannot open: %s", path, strerror(err));
         return NULL;
     }
     (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);

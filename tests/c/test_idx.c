@@ -218,6 +218,58 @@ TEST(idx_gzip_corrupt) {
     CHECK_ERROR("the gzip stream ends early (truncated .gz file)");
 }
 
+/* Bytes after the last gzip member are refused, as bytes after a plain file's
+ * data are; another member after the first is read on (gzip -d does too). */
+TEST(idx_gzip_trailing_bytes_and_members) {
+    unsigned char buf[4096];
+    size_t len = make_idx(buf, 200); /* 1200 data bytes */
+    char g[256], a[256], b[256]; /* scratch() reuses one buffer */
+    snprintf(g, sizeof g, "%s", scratch("trail.idx.gz"));
+    snprintf(a, sizeof a, "%s", scratch("part_a.gz"));
+    snprintf(b, sizeof b, "%s", scratch("part_b.gz"));
+    write_gz(g, buf, len);
+    FILE *f = fopen(g, "rb");
+    unsigned char z[8192];
+    size_t zn = f ? fread(z, 1, sizeof z, f) : 0;
+    if (f) fclose(f);
+    CHECK(zn > 40);
+    em_tensor *t = em_idx_load(g, 1, 0);
+    CHECK(t != NULL);
+    em_tensor_release(t);
+    unsigned char more[8192 + 16];
+    memcpy(more, z, zn);
+    memcpy(more + zn, "junk\n", 5);
+    write_bytes(g, more, zn + 5);
+    CHECK(em_idx_load(g, 1, 0) == NULL);
+    CHECK_ERROR("5 bytes after the end of the gzip stream that are not another gzip member");
+    more[zn] = 0x1f; /* one byte that could start a member, but no more */
+    write_bytes(g, more, zn + 1);
+    CHECK(em_idx_load(g, 1, 0) == NULL);
+    CHECK_ERROR("1 bytes after the end of the gzip stream");
+    /* the same bytes as two members: the header + 100 bytes, then the rest */
+    write_gz(a, buf, 16 + 100);
+    write_gz(b, buf + 116, len - 116);
+    unsigned char za[8192], zb[8192];
+    f = fopen(a, "rb");
+    size_t na = f ? fread(za, 1, sizeof za, f) : 0;
+    if (f) fclose(f);
+    f = fopen(b, "rb");
+    size_t nb = f ? fread(zb, 1, sizeof zb, f) : 0;
+    if (f) fclose(f);
+    memcpy(more, za, na);
+    memcpy(more + na, zb, nb);
+    write_bytes(g, more, na + nb);
+    em_tensor *two = em_idx_load(g, 1, 0);
+    CHECK(two != NULL);
+    if (two) {
+        const float *d = em_tensor_data(two);
+        bool same = two->numel == (int64_t)(len - 16);
+        for (int64_t i = 0; same && i < two->numel; i++) same = d[i] == (float)buf[16 + i];
+        CHECK(same);
+        em_tensor_release(two);
+    }
+}
+
 /* ---- batch assembly -------------------------------------------------- */
 
 TEST(batch_randperm_is_permutation_and_seeded) {

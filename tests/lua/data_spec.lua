@@ -181,7 +181,7 @@ describe('IDX errors name the file and the problem', function()
     local z = read(path)
     write(path, z:sub(1, -9) .. 'XXXXXXXX') -- a broken CRC and length trailer
     local err = load_err(path)
-    assert.matches("idx_load: '" .. path .. "': incorrect data check", err, 1, true)
+    assert.matches("read_idx: '" .. path .. "': incorrect data check", err, 1, true)
     write(path, z:sub(1, #z // 2))
     assert.matches('truncated .gz file', load_err(path), 1, true)
   end)

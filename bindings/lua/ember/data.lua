@@ -228,7 +228,11 @@ end
 function data.read_idx(path, opts)
   if type(path) ~= 'string' then fail('read_idx', ('path must be a string, got %s'):format(typename(path))) end
   opts = check_opts('read_idx', opts, 2)
-  return (ccall(2, C.idx_load, path, opts.raw and 1 or 1 / 255, 0))
+  local ok, t = pcall(C.idx_load, path, opts.raw and 1 or 1 / 255, 0)
+  if not ok then -- the core's message, named after the function the user called
+    fail('read_idx', (tostring(t):gsub('^[^\n]-:%d+: ', ''):gsub('^idx_load: ', '')))
+  end
+  return t
 end
 
 --- data.save_idx(tensor, path): values 0..255 as an unsigned-byte IDX file (gzip for *.gz).
@@ -238,10 +242,10 @@ function data.save_idx(t, path)
   ccall(2, C.idx_save, t, path)
 end
 
+-- Whether path exists (never opens it: a named pipe would block; read_idx
+-- then refuses anything but a regular file).
 local function file_exists(path)
-  local f = io.open(path, 'rb')
-  if f then f:close() return true end
-  return false
+  return ember._file_kind(path) ~= nil
 end
 
 -- The IDX file `stem` in dir: stem.gz, stem, or the stem.idx3-ubyte spelling.
@@ -255,17 +259,31 @@ local function find_idx(dir, stem)
 end
 
 -- Loads images (and labels) into a TensorDataset: 3-D images become [N x 1 x H x W].
-local function idx_dataset(fname, images_path, labels_path, opts)
+-- num_classes (when the dataset knows it): every label must be 0..num_classes-1
+-- in the file (1..num_classes loaded).
+-- depth: how many ember functions lie between the user's call and this one
+-- (1 for data.idx, 2 through mnist_like), so errors point at the user's line.
+local function idx_dataset(fname, images_path, labels_path, opts, num_classes, depth)
+  local level = depth + 1
   local ok, x = pcall(C.idx_load, images_path, opts.raw and 1 or 1 / 255, 0)
-  if not ok then error(fname .. ': ' .. tostring(x):gsub('^[^\n]-:%d+: ', ''), 3) end
+  if not ok then error(fname .. ': ' .. tostring(x):gsub('^[^\n]-:%d+: ', ''), level + 1) end
   if x:dim() == 3 then x = x:view(x:size(1), 1, x:size(2), x:size(3)) end
   local y
   if labels_path then
     local okl, yl = pcall(C.idx_load, labels_path, 1, 1)
-    if not okl then error(fname .. ': ' .. tostring(yl):gsub('^[^\n]-:%d+: ', ''), 3) end
+    if not okl then error(fname .. ': ' .. tostring(yl):gsub('^[^\n]-:%d+: ', ''), level + 1) end
     y = yl
     if y:dim() ~= 1 or y:size(1) ~= x:size(1) then
-      fail(fname, ('%s has %s labels for the %d images of %s'):format(labels_path, shape_str(y), x:size(1), images_path), 2)
+      fail(fname, ('%s has %s labels for the %d images of %s'):format(labels_path, shape_str(y), x:size(1), images_path), level)
+    end
+    if num_classes and y:numel() > 0 then
+      local bad = y:gt(num_classes)
+      if bad:sum():item() > 0 then
+        local first = math.tointeger(bad:argmax():item())
+        fail(fname, ('%s: label %d at row %d is outside the %d classes (the file must hold 0..%d): '
+          .. 'a damaged or foreign label file'):format(labels_path, math.tointeger(y[first] - 1), first,
+          num_classes, num_classes - 1), level)
+      end
     end
   end
   if opts.binarize then
@@ -289,7 +307,7 @@ function data.idx(images_path, labels_path, opts)
   if labels_path ~= nil and type(labels_path) ~= 'string' then
     fail('idx', ('labels_path must be a string, got %s'):format(typename(labels_path)))
   end
-  return idx_dataset('idx', images_path, labels_path, check_opts('idx', opts, 3))
+  return idx_dataset('idx', images_path, labels_path, check_opts('idx', opts, 3), nil, 1)
 end
 
 data.FASHION_MNIST_CLASSES = { 'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
@@ -311,7 +329,7 @@ end
 
 -- Loads split 'train'/'test' of an MNIST-format dataset from the first dir
 -- that holds its files.
-local function mnist_like(fname, sub, default_dirs, opts, hint)
+local function mnist_like(fname, sub, default_dirs, opts, hint, num_classes)
   opts = check_opts(fname, opts, 1)
   local split = opts.split or 'train'
   if split ~= 'train' and split ~= 'test' then
@@ -330,7 +348,7 @@ local function mnist_like(fname, sub, default_dirs, opts, hint)
     local images = find_idx(dir, prefix .. '-images-idx3-ubyte')
     local labels = find_idx(dir, prefix .. '-labels-idx1-ubyte')
     if images and labels then
-      local ds = idx_dataset(fname, images, labels, opts)
+      local ds = idx_dataset(fname, images, labels, opts, num_classes, 2)
       ds.split, ds.dir = split, dir
       return ds
     end
@@ -342,7 +360,8 @@ end
 -- x [N x 1 x 28 x 28] in [0,1], y [N] in 1..10 (data.FASHION_MNIST_CLASSES names them).
 function data.fashion_mnist(opts)
   local ds = mnist_like('fashion_mnist', 'fashion-mnist', { data.FASHION_MNIST_DIR }, opts,
-    'install the Debian package dataset-fashion-mnist, or pass dir= / set EMBER_DATA')
+    'install the Debian package dataset-fashion-mnist, or pass dir= / set EMBER_DATA',
+    #data.FASHION_MNIST_CLASSES)
   ds.classes, ds.name = data.FASHION_MNIST_CLASSES, 'fashion-mnist'
   return ds
 end
@@ -352,7 +371,8 @@ end
 -- the original MNIST (or KMNIST, same file names) files works the same way.
 function data.mnist(opts)
   local ds = mnist_like('mnist', 'mnist', {}, opts,
-    'run `make data` (datasets/prepare.sh) to prepare it, or pass dir= / set EMBER_DATA')
+    'run `make data` (datasets/prepare.sh) to prepare it, or pass dir= / set EMBER_DATA',
+    #data.MNIST_CLASSES)
   ds.classes, ds.name = data.MNIST_CLASSES, 'mnist'
   return ds
 end

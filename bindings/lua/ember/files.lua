@@ -31,8 +31,28 @@ function files.to_number(s)
   return tonumber(s)
 end
 
---- files.exists(path) -> whether path can be opened for reading.
+--- files.kind(path) -> 'file', 'directory', 'fifo', 'socket', 'device' or 'other',
+--- and a description ("a named pipe (FIFO)"); or nil, message. It never opens path:
+--- opening a named pipe waits for a writer, so every reader asks this first.
+function files.kind(path)
+  return require('ember')._file_kind(path)
+end
+
+--- files.check_regular(path) -> true, or nil and "<path>: is a named pipe (FIFO),
+--- not a regular file" (or why it cannot be read).
+function files.check_regular(path)
+  local kind, what = files.kind(path)
+  if kind == nil then return nil, what end
+  if kind ~= 'file' then return nil, path .. ': is ' .. what .. ', not a regular file' end
+  return true
+end
+
+--- files.exists(path) -> whether path exists (a regular file only if it can be
+--- opened for reading); never blocks on a named pipe.
 function files.exists(path)
+  local kind = files.kind(path)
+  if kind == nil then return false end
+  if kind ~= 'file' then return true end
   local f = io.open(path, 'rb')
   if f then f:close() return true end
   return false
@@ -40,6 +60,8 @@ end
 
 --- files.read(path) -> the whole file as a string, or nil, message.
 function files.read(path)
+  local ok, why = files.check_regular(path)
+  if not ok then return nil, why end
   local f, err = io.open(path, 'rb')
   if not f then return nil, err end
   local s = f:read('a')
@@ -152,6 +174,8 @@ end
 
 --- files.read_lua(path) -> the value a file written by write_lua returns, or nil, message.
 function files.read_lua(path)
+  local ok, why = files.check_regular(path)
+  if not ok then return nil, why end
   local chunk, err = loadfile(path, 't', {})
   if not chunk then return nil, err end
   local ok, v = pcall(chunk)

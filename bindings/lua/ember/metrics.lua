@@ -113,14 +113,19 @@ local function split_csv(line)
   return fields
 end
 
+local files = require 'ember.files'
 -- A cell as a number (nan and inf as ember.files writes them), or nil.
-local to_number = require('ember.files').to_number
+local to_number = files.to_number
 
 --- metrics.read_csv(path) -> columns, names
 -- columns[name] is a list (numbers; an empty cell is NaN) or, for a column
 -- with any non-numeric cell, a list of strings; names lists the header order.
 function metrics.read_csv(path)
   if type(path) ~= 'string' then fail('read_csv', ('expected a file name, got %s'):format(typename(path))) end
+  local kind, what = files.kind(path)
+  if kind and kind ~= 'file' then
+    fail('read_csv', ("'%s' is %s, not a regular file"):format(path, what))
+  end
   local f, err = io.open(path, 'rb')
   if not f then fail('read_csv', ("cannot open '%s': %s"):format(path, io_reason(path, err))) end
   local header = f:read('l')
@@ -232,6 +237,10 @@ function metrics.csv(path, opts)
     end
   end
   local mode = 'wb'
+  local kind, what = files.kind(path)
+  if kind and kind ~= 'file' then -- opening a named pipe to write waits for a reader
+    fail('csv', ("'%s' is %s, not a regular file"):format(path, what))
+  end
   if opts.append then
     local f = io.open(path, 'rb')
     local header = f and f:read('l')

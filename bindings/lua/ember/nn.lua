@@ -270,10 +270,21 @@ local function values_of(list)
   return out
 end
 
+-- The name each parameter had in the last parameters()/named_parameters()
+-- listing that held it (weak keys: a dropped tensor drops out), so that an
+-- optimizer given a plain list can still name a parameter in a message.
+local parameter_names = setmetatable({}, { __mode = 'k' })
+local function remember_names(list)
+  for _, e in ipairs(list) do parameter_names[e[2]] = e[1] end
+  return list
+end
+--- nn._parameter_name(t) -> the name t had in its module ("enc.fc1.weight"), or nil.
+function nn._parameter_name(t) return parameter_names[t] end
+
 --- m:named_parameters() -> iterator of name, tensor ("enc.fc1.weight"), each tensor once.
-function Module:named_parameters() return pairs_iter(collect(self, '', 'param', {}, {})) end
+function Module:named_parameters() return pairs_iter(remember_names(collect(self, '', 'param', {}, {}))) end
 --- m:parameters() -> list of the parameter tensors (what optimizers take).
-function Module:parameters() return values_of(collect(self, '', 'param', {}, {})) end
+function Module:parameters() return values_of(remember_names(collect(self, '', 'param', {}, {}))) end
 --- m:named_buffers() / m:buffers(): the same for buffers.
 function Module:named_buffers() return pairs_iter(collect(self, '', 'buffer', {}, {})) end
 function Module:buffers() return values_of(collect(self, '', 'buffer', {}, {})) end

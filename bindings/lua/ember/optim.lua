@@ -32,6 +32,7 @@ local checks = {
   nonneg = function(v) return is_number(v) and v >= 0 and v < math.huge end,
   unit_closed = function(v) return is_number(v) and v >= 0 and v <= 1 end,
   boolean = function(v) return type(v) == 'boolean' end,
+  nonfinite = function(v) return v == 'error' or v == 'skip' end,
   betas = function(v)
     return type(v) == 'table' and is_number(v[1]) and is_number(v[2]) and v[3] == nil
       and v[1] >= 0 and v[1] < 1 and v[2] >= 0 and v[2] < 1
@@ -41,6 +42,7 @@ local expected = {
   nonneg = 'a finite number >= 0',
   unit_closed = 'a number in [0, 1]',
   boolean = 'a boolean',
+  nonfinite = "'error' or 'skip'",
   betas = 'a table {beta1, beta2} with each in [0, 1)',
 }
 
@@ -121,7 +123,10 @@ local function optimizer_class(spec)
   cls.__index = cls
   cls.name, cls.kind, cls.buffers, cls.validate = spec.name, spec.kind, spec.buffers, spec.validate
   cls.option_kinds, cls.option_order, cls.defaults = {}, {}, {}
-  for _, o in ipairs(spec.options) do
+  -- every optimizer: what a step does when a gradient holds NaN or inf
+  local options = { table.unpack(spec.options) }
+  options[#options + 1] = { 'on_nonfinite', 'nonfinite', 'error' }
+  for _, o in ipairs(options) do
     cls.option_kinds[o[1]] = o[2]
     cls.option_order[#cls.option_order + 1] = o[1]
     cls.defaults[o[1]] = o[3]
@@ -168,10 +173,40 @@ function Optimizer:_ensure_buffers()
   self._buffer_sig = sig
 end
 
---- opt:step(): one update of every parameter that has a gradient.
+-- "parameter 'enc.fc1.weight' (#3 of 8, [400 x 784])", or without the name
+-- when the tensor never came from a module's parameters().
+local function describe_parameter(self, i)
+  local p = self.params[i]
+  local ok, nn = pcall(require, 'ember.nn')
+  local name = ok and nn._parameter_name(p) or nil
+  local where = ('#%d of %d, %s'):format(i, #self.params, shape_str(p))
+  if name then return ("parameter '%s' (%s)"):format(name, where) end
+  return ('parameter %s'):format(where)
+end
+
+--- opt:step() -> true: one update of every parameter that has a gradient.
+-- A gradient holding NaN or inf would spread into every parameter and moment
+-- buffer, so such a step is refused before anything changes: an error naming
+-- the first such parameter (on_nonfinite = 'error', the default), or, with
+-- on_nonfinite = 'skip', no update and a false return (opt.skipped_steps
+-- counts them; loss scaling in mixed precision works this way).
 function Optimizer:step()
+  local bad, count = K.first_nonfinite_grad(self.params)
+  if bad then
+    if self.on_nonfinite == 'skip' then
+      self.skipped_steps = (self.skipped_steps or 0) + 1
+      return false
+    end
+    local g = self.params[bad].grad
+    error(('%s:step: the gradient of %s holds %d NaN or infinite value%s of %d: the step is '
+      .. 'refused and nothing changed (look for a NaN loss, or an op whose gradient is '
+      .. 'undefined there, e.g. sqrt or log at 0; on_nonfinite = \'skip\' skips such steps)'):format(
+      getmetatable(self).name, describe_parameter(self, bad), count, count == 1 and '' or 's',
+      g:numel()), 2)
+  end
   self:_ensure_buffers()
   K.step(self.kind, self.params, self.state, self)
+  return true
 end
 
 --- opt:zero_grad([set_to_none = true]): drops every parameter's .grad (or,

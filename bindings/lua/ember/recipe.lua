@@ -299,6 +299,8 @@ function M.load(path, overrides)
   if type(path) ~= 'string' then
     error('load_recipe: path must be a string, got ' .. type(path), 2)
   end
+  local regular, why = files.check_regular(path)
+  if not regular then error('load_recipe: cannot open ' .. why, 0) end
   local chunk, err = loadfile(path)
   if not chunk then error('load_recipe: ' .. err, 0) end
   local ok, r = pcall(chunk)
@@ -678,6 +680,7 @@ function M.run(opts)
   local epochs = params.epochs or 1
   local status, message
   local save_interrupted -- step mode: saves the checkpoint of the last whole step
+  local failing_at -- "step 37 (epoch 1)" while a train_step/train_epoch runs: names a failure
 
   local function finish(res)
     print = old_print
@@ -781,7 +784,9 @@ function M.run(opts)
             local batch = next_batch()
             if batch == nil then break end
             local step = progress.step + 1
+            failing_at = string.format('step %d (epoch %d)', step, epoch)
             r.train_step(state, batch, step, log)
+            failing_at = nil
             progress.step, progress.epoch_step = step, progress.epoch_step + 1
             if step % log_every == 0 then
               local row = take()
@@ -816,7 +821,9 @@ function M.run(opts)
     else
       for epoch = progress.epoch + 1, epochs do
         local t0 = clock()
+        failing_at = string.format('epoch %d', epoch)
         r.train_epoch(state, data, epoch, log)
+        failing_at = nil
         local row = take()
         row.epoch = epoch
         end_epoch(epoch, row, t0)
@@ -865,6 +872,7 @@ function M.run(opts)
     return 130
   end
   message = tostring(err)
+  if failing_at then message = 'at ' .. failing_at .. ': ' .. message end
   log_file:write('error: ', message, '\n')
   io.stderr:write('ember run: error in recipe ', r.name, ': ', message, '\n')
   finish({status = 'failed', error = message:match('^[^\n]*')})
