@@ -6,6 +6,11 @@ CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O3 -march=x86-64-v2 -mtune=generic
 CFLAGS  ?= $(OPT) -g
+# Quiet by default: one line per program or library made; `make V=1` shows every command.
+V ?= 0
+Q = $(if $(filter 1,$(V)),,@)
+# $(call made,WHAT): prints "  made WHAT" (nothing with V=1, where the command shows)
+made = $(if $(filter 1,$(V)),,@echo "  made $(1)")
 # Flags every build needs; CFLAGS (optimisation, sanitizers) may be overridden.
 BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp
 DEPFLAGS = -MMD -MP
@@ -43,32 +48,37 @@ $(BUILD)/.deps-ok: scripts/install_deps.sh
 # at once in one tree never leave a half-written object or archive.
 $(BUILD)/%.o: %.c | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(BASE_CFLAGS) $(CFLAGS) $(DEPFLAGS) -MF $(@:.o=.d) -MT $@ -c $< -o $@.$$$$.tmp && mv -f $@.$$$$.tmp $@
+	$(Q)$(CC) $(CPPFLAGS) $(BASE_CFLAGS) $(CFLAGS) $(DEPFLAGS) -MF $(@:.o=.d) -MT $@ -c $< -o $@.$$$$.tmp && mv -f $@.$$$$.tmp $@
 
 $(BUILD)/bindings/ember_main.o: bindings/ember_main.c | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(EDIT_CFLAGS) $(BASE_CFLAGS) $(CFLAGS) $(DEPFLAGS) -MF $(@:.o=.d) -MT $@ -c $< -o $@.$$$$.tmp && mv -f $@.$$$$.tmp $@
+	$(Q)$(CC) $(CPPFLAGS) $(EDIT_CFLAGS) $(BASE_CFLAGS) $(CFLAGS) $(DEPFLAGS) -MF $(@:.o=.d) -MT $@ -c $< -o $@.$$$$.tmp && mv -f $@.$$$$.tmp $@
 
 # The Lua half of the library is compiled into the binaries (package.preload),
 # so `require 'ember'` needs nothing but ember.so on package.cpath.
 $(BUILD)/gen/lua_modules.c: scripts/embed_lua.lua $(LUA_MODS) | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
-	lua5.4 scripts/embed_lua.lua $@.$$$$.tmp $(LUA_MODS) && mv -f $@.$$$$.tmp $@
+	$(Q)lua5.4 scripts/embed_lua.lua $@.$$$$.tmp $(LUA_MODS) && mv -f $@.$$$$.tmp $@
 
 $(BUILD)/libember_core.a: $(CORE_OBJ)
-	rm -f $@.$$$$.tmp && ar rcs $@.$$$$.tmp $^ && mv -f $@.$$$$.tmp $@
+	$(Q)rm -f $@.$$$$.tmp && ar rcs $@.$$$$.tmp $^ && mv -f $@.$$$$.tmp $@
+	$(call made,$@)
 
 $(BUILD)/ember.so: $(BIND_OBJ) $(BUILD)/libember_core.a
-	$(CC) -shared -Wl,-z,nodelete -o $@.$$$$.tmp $(BIND_OBJ) $(BUILD)/libember_core.a $(LDFLAGS) $(CORE_LIBS) && mv -f $@.$$$$.tmp $@
+	$(Q)$(CC) -shared -Wl,-z,nodelete -o $@.$$$$.tmp $(BIND_OBJ) $(BUILD)/libember_core.a $(LDFLAGS) $(CORE_LIBS) && mv -f $@.$$$$.tmp $@
+	$(call made,$@)
 
 $(BUILD)/ember: $(BUILD)/bindings/ember_main.o $(BIND_OBJ) $(BUILD)/libember_core.a
-	$(CC) -o $@.$$$$.tmp $^ $(LDFLAGS) $(CORE_LIBS) $(LUA_LIBS) $(EDIT_LIBS) -Wl,-E && mv -f $@.$$$$.tmp $@
+	$(Q)$(CC) -o $@.$$$$.tmp $^ $(LDFLAGS) $(CORE_LIBS) $(LUA_LIBS) $(EDIT_LIBS) -Wl,-E && mv -f $@.$$$$.tmp $@
+	$(call made,$@)
 
 $(BUILD)/test_core: $(TEST_C_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libember_core.a
-	$(CC) -o $@.$$$$.tmp $^ $(LDFLAGS) $(CORE_LIBS) && mv -f $@.$$$$.tmp $@
+	$(Q)$(CC) -o $@.$$$$.tmp $^ $(LDFLAGS) $(CORE_LIBS) && mv -f $@.$$$$.tmp $@
+	$(call made,$@)
 
 $(BUILD)/bench_matmul: $(BUILD)/scripts/bench_matmul.o $(BUILD)/libember_core.a
-	$(CC) -o $@ $^ $(LDFLAGS) $(CORE_LIBS)
+	$(Q)$(CC) -o $@ $^ $(LDFLAGS) $(CORE_LIBS)
+	$(call made,$@)
 
 # ---- test ----------------------------------------------------------------
 test: all $(BUILD)/test_core data
@@ -88,9 +98,12 @@ sanitize:
 
 # ---- run, bench, data ----------------------------------------------------
 # The main demo: train the B1 VAE on Fashion-MNIST (10 epochs) and write its pictures
-# (samples, reconstructions, interpolations) into a fresh run folder under runs/.
+# (samples, reconstructions, interpolations) into runs/vae, the folder the README's
+# examples read; when runs/vae already holds a run, into a new dated folder instead.
 run: all
-	$(BUILD)/ember run examples/vae.lua
+	@out=runs/vae; if [ -e runs/vae ]; then out=runs/vae-$$(date +%Y%m%d-%H%M%S); \
+	  echo "runs/vae holds an earlier run: this one goes to $$out"; fi; \
+	  $(BUILD)/ember run examples/vae.lua --out $$out
 
 bench: all $(BUILD)/bench_matmul
 	@sh scripts/bench.sh $(BUILD)
@@ -99,23 +112,30 @@ bench: all $(BUILD)/bench_matmul
 bench-peer: all $(BUILD)/bench_matmul
 	@sh scripts/bench_peer.sh $(BUILD)
 
+# Where `make data` prepares the datasets (every build directory shares them).
+DATA_DIR = build/data
 data: all
 	@command -v npm >/dev/null 2>&1 || sh scripts/install_deps.sh npm
-	@sh datasets/prepare.sh
+	@sh datasets/prepare.sh $(DATA_DIR)
 
 fuzz: all
 	@sh scripts/install_deps.sh clang libclang-rt-14-dev
 	@sh scripts/fuzz.sh
 
-# `ember` on the PATH and `require 'ember'` from stock lua5.4 without LUA_CPATH.
+# `ember` on the PATH and `require 'ember'` from stock lua5.4 without LUA_CPATH, and
+# the prepared datasets in PREFIX/share/ember/data, where the installed ember looks
+# (data.data_dirs), so `ember.data.mnist{}` works from any working directory.
 PREFIX ?= /usr/local
-install: all
+install: all data
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/5.4
 	install -m 755 $(BUILD)/ember $(DESTDIR)$(PREFIX)/bin/ember
 	install -m 644 $(BUILD)/ember.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/ember.so
+	install -d $(DESTDIR)$(PREFIX)/share/ember/data/mnist
+	install -m 644 $(DATA_DIR)/mnist/*.gz $(DESTDIR)$(PREFIX)/share/ember/data/mnist/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/ember $(DESTDIR)$(PREFIX)/lib/lua/5.4/ember.so
+	rm -rf $(DESTDIR)$(PREFIX)/share/ember
 
 clean:
 	rm -rf build build-san build-fuzz

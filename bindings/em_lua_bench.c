@@ -48,16 +48,8 @@ static int lf_sgemm_gflops(lua_State *L) {
     return 1;
 }
 
-/* ember._clock() -> monotonic seconds (wall time, unlike os.clock's CPU time) */
-static int lf_clock(lua_State *L) {
-    lua_pushnumber(L, now_seconds());
-    return 1;
-}
-
 void em_lua_open_bench(lua_State *L, int module, int methods) {
     (void)methods;
     lua_pushcfunction(L, lf_sgemm_gflops);
     lua_setfield(L, module, "_sgemm_gflops");
-    lua_pushcfunction(L, lf_clock);
-    lua_setfield(L, module, "_clock");
 }

@@ -118,7 +118,9 @@ static int ld_isatty(lua_State *L) {
     return 1;
 }
 
-/* ember._clock() -> seconds of a monotonic clock (for rates and timings). */
+/* ember.clock() -> seconds of a monotonic wall clock, for timing code (os.clock
+ * counts CPU time summed over all threads, so it overstates a parallel step).
+ * Also ember._clock, the name the library itself uses. */
 static int ld_clock(lua_State *L) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -142,4 +144,6 @@ void em_lua_open_data(lua_State *L, int module, int methods) {
     lua_setfield(L, module, "_isatty");
     lua_pushcfunction(L, ld_clock);
     lua_setfield(L, module, "_clock");
+    lua_pushcfunction(L, ld_clock);
+    lua_setfield(L, module, "clock");
 }

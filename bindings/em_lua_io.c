@@ -4,7 +4,9 @@
  * flattened into a core checkpoint (em_safetensors.h: one leaf per key path)
  * and written as a safetensors file; loading rebuilds the same nesting. The
  * file layout is documented at the top of core/em_safetensors.c. */
+#include <dirent.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -249,10 +251,49 @@ static int l_file_kind(lua_State *L) {
     return 2;
 }
 
+static int cmp_names(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* ember._list_dir(path) -> sorted list of the entry names (no . and ..), or nil, message. */
+static int l_list_dir(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    DIR *d = opendir(path);
+    if (!d) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        return 2;
+    }
+    lua_newtable(L);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        lua_pushstring(L, e->d_name);
+        lua_rawseti(L, -2, ++n);
+    }
+    closedir(d);
+    /* sort the Lua strings in place through a C array of their pointers */
+    const char **names = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof *names, 0);
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, -2, i + 1);
+        names[i] = lua_tostring(L, -1);
+        lua_pop(L, 1); /* the string stays alive in the table */
+    }
+    qsort(names, (size_t)n, sizeof *names, cmp_names);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushstring(L, names[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
 void em_lua_open_io(lua_State *L, int module, int methods) {
     (void)methods;
     static const luaL_Reg fns[] = {
-        {"save", l_save}, {"load", l_load}, {"_file_kind", l_file_kind}, {NULL, NULL}};
+        {"save", l_save}, {"load", l_load}, {"_file_kind", l_file_kind},
+        {"_list_dir", l_list_dir}, {NULL, NULL}};
     lua_pushvalue(L, module);
     luaL_setfuncs(L, fns, 0);
     lua_pop(L, 1);

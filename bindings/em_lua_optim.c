@@ -52,7 +52,7 @@ static em_reduction opt_reduction(lua_State *L, int arg, const char *fname) {
         else if (s && !strcmp(s, "sum")) r = EM_REDUCTION_SUM;
         else if (s && !strcmp(s, "none")) r = EM_REDUCTION_NONE;
         else
-            luaL_error(L, "%s: bad reduction '%s' (expected 'mean', 'sum' or 'none')", fname,
+            luaL_error(L, "%s: bad reduction '%s' (expected 'mean', 'sum', 'batchmean' or 'none')", fname,
                        s ? s : luaL_typename(L, -1));
     }
     lua_pop(L, 1);

@@ -322,9 +322,9 @@ local function elbo_terms(model, x, y)
   local kl
   if model.prior_mu then
     local prior_mu, prior_logvar = model:prior(y)
-    kl = losses.kl_normal(mu, logvar, prior_mu, prior_logvar, {reduction = 'none'})
+    kl = losses.kl_normal(mu, logvar, prior_mu, prior_logvar, {reduction = 'none'}):sum(2)
   else
-    kl = losses.kl_normal(mu, logvar, {reduction = 'none'})
+    kl = losses.kl_normal(mu, logvar, {reduction = 'none'}):sum(2)
   end
   return rec, kl
 end

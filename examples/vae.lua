@@ -108,7 +108,7 @@ end
 local function elbo_terms(model, x)
   local logits, mu, logvar = model(x)
   local rec = losses.bce_with_logits(logits, x, {reduction = 'none'}):sum(2)
-  local kl = losses.kl_normal(mu, logvar, {reduction = 'none'})
+  local kl = losses.kl_normal(mu, logvar, {reduction = 'none'}):sum(2)
   return rec, kl
 end
 

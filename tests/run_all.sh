@@ -52,9 +52,10 @@ if [ -f tests/repl/repl_test.sh ]; then
 fi
 
 # The cluster paths of `ember sweep --emit`: a one-node Slurm (needs root to start
-# munged/slurmctld/slurmd) and GNU parallel. Skipped under the sanitizer build.
+# munged/slurmctld/slurmd) and GNU parallel; and `make install` into a scratch prefix.
+# Skipped under the sanitizer build (its programs need the sanitizer runtime preloaded).
 if [ -z "$EMBER_SANITIZE" ]; then
-    for t in tests/slurm/run_slurm_test.sh tests/parallel/run_parallel_test.sh; do
+    for t in tests/slurm/run_slurm_test.sh tests/parallel/run_parallel_test.sh tests/install/run_install_test.sh; do
         [ -f "$t" ] || continue
         echo "== $t"
         sh "$t" "$ROOT/$BUILD/ember" > "$LOG/cluster.log" 2>&1 || status=1

@@ -355,6 +355,18 @@ describe('gan.sample_images and gan.save_loss_curves', function()
     assert.is_true(x:min():item() >= 0 and x:max():item() <= 1)
     assert.is_false(G.training)
     assert.is_nil(x.grad_fn)
+    -- chunks are near-equal: never a last chunk of one image, which BatchNorm in
+    -- training mode cannot normalise (one value per channel)
+    seen = {}
+    x = gan.sample_images(G, 7, function(k, first)
+      seen[#seen + 1] = k .. '@' .. first
+      return ember.randn(k, 3)
+    end, 3)
+    assert.are.same({'3@1', '2@4', '2@6'}, seen)
+    assert.are.same({7, 4}, x:shape())
+    seen = {}
+    gan.sample_images(G, 501, function(k, first) seen[#seen + 1] = k .. '@' .. first return ember.randn(k, 3) end)
+    assert.are.same({'251@1', '250@252'}, seen)
     -- a table of arguments is unpacked into G's call
     local two = {}
     function two:train() end

@@ -5,7 +5,7 @@
 local ember = require 'ember'
 local losses = require 'ember.losses'
 
-local REDUCTIONS = { 'mean', 'sum', 'none' }
+local REDUCTIONS = { 'mean', 'sum', 'batchmean', 'none' }
 
 -- Asserts that fn(...) raises an error whose message contains `text` (plain).
 local function expect_error(text, fn, ...)
@@ -60,7 +60,7 @@ describe('regression losses', function()
     local a, b = ember.randn(2, 3), ember.randn(3, 2)
     expect_error('mse: pred [2 x 3] and target [3 x 2] must have the same shape', losses.mse, a, b)
     expect_error("l1: bad argument #2 'target' (expected tensor, got number)", losses.l1, a, 1)
-    expect_error("mse: bad reduction 'avg' (expected 'mean', 'sum' or 'none')", losses.mse, a, a, { reduction = 'avg' })
+    expect_error("mse: bad reduction 'avg' (expected 'mean', 'sum', 'batchmean' or 'none')", losses.mse, a, a, { reduction = 'avg' })
     expect_error("l1: unknown option 'reductoin'", losses.l1, a, a, { reductoin = 'sum' })
     expect_error('mse: bad options (expected a table', losses.mse, a, a, 'sum')
   end)
@@ -130,7 +130,7 @@ describe('binary cross-entropy', function()
     expect_error('bce_with_logits: logits [2 x 3] and target [6] must have the same shape',
       losses.bce_with_logits, ember.randn(2, 3), ember.randn(6))
     expect_error('bce_with_logits: bad argument #1 (expected tensor, got nil)', losses.bce_with_logits, nil, ember.randn(2))
-    expect_error("bce_with_logits: bad reduction 'mean ' (expected 'mean', 'sum' or 'none')",
+    expect_error("bce_with_logits: bad reduction 'mean ' (expected 'mean', 'sum', 'batchmean' or 'none')",
       losses.bce_with_logits, ember.randn(2), ember.randn(2), { reduction = 'mean ' })
     expect_error("bce_with_logits: unknown option 'weight'",
       losses.bce_with_logits, ember.randn(2), ember.randn(2), { weight = ember.ones(2) })
@@ -234,7 +234,7 @@ describe('cross_entropy and nll', function()
     expect_error('cross_entropy: label 1.5 at position 3 is not an integer', losses.cross_entropy, x, { 1, 2, 1.5 })
     expect_error('cross_entropy: labels [2] must be [3], one per row of logits [3 x 4]', losses.cross_entropy, x, { 1, 2 })
     expect_error('cross_entropy: logits [4] must be 2-D [N x K]', losses.cross_entropy, ember.randn(4), { 1 })
-    expect_error("cross_entropy: bad reduction 'avg' (expected 'mean', 'sum' or 'none')",
+    expect_error("cross_entropy: bad reduction 'avg' (expected 'mean', 'sum', 'batchmean' or 'none')",
       losses.cross_entropy, x, { 1, 2, 3 }, { reduction = 'avg' })
     expect_error("cross_entropy: option 'label_smoothing' must be in [0, 1], got 1.5",
       losses.cross_entropy, x, { 1, 2, 3 }, { label_smoothing = 1.5 })
@@ -254,11 +254,12 @@ describe('Gaussian losses', function()
 
   it('kl_normal matches the closed form and is 0 for N(0, I)', function()
     local mu, logvar = ember.tensor { { 0.5, -1 }, { 0, 0 } }, ember.tensor { { 0.2, -0.3 }, { 0, 0 } }
-    local per = flat(losses.kl_normal(mu, logvar, { reduction = 'none' }))
+    local per = flat(losses.kl_normal(mu, logvar, { reduction = 'none' }):sum(2)) -- per sample
     local function term(m, lv) return -0.5 * (1 + lv - m * m - math.exp(lv)) end
     close(per[1], term(0.5, 0.2) + term(-1, -0.3))
     close(per[2], 0)
-    close(losses.kl_normal(mu, logvar):item(), per[1] / 2)
+    close(losses.kl_normal(mu, logvar, { reduction = 'batchmean' }):item(), per[1] / 2)
+    close(losses.kl_normal(mu, logvar):item(), per[1] / 4) -- 'mean': over the 2 x 2 terms
     close(losses.kl_normal(mu, logvar, { reduction = 'sum' }):item(), per[1])
     -- against a second Gaussian: KL(p || p) = 0, and KL(p || N(0, I)) again
     close(losses.kl_normal(mu, logvar, mu, logvar, { reduction = 'sum' }):item(), 0)
@@ -299,7 +300,8 @@ describe('Gaussian losses', function()
   it('gaussian_nll matches the density and passes the gradient check', function()
     local x, mu, lv = ember.tensor { { 1, 2 } }, ember.tensor { { 0.5, 2.5 } }, ember.tensor { { 0.1, -0.2 } }
     local function term(xx, m, l) return 0.5 * (math.log(2 * math.pi) + l + (xx - m) ^ 2 / math.exp(l)) end
-    close(losses.gaussian_nll(x, mu, lv):item(), term(1, 0.5, 0.1) + term(2, 2.5, -0.2))
+    close(losses.gaussian_nll(x, mu, lv, { reduction = 'batchmean' }):item(), term(1, 0.5, 0.1) + term(2, 2.5, -0.2))
+    close(losses.gaussian_nll(x, mu, lv):item(), (term(1, 0.5, 0.1) + term(2, 2.5, -0.2)) / 2)
     local xs, ms, ls = ember.randn(3, 4):requires_grad(), ember.randn(3, 4):requires_grad(), ember.randn(3, 4):requires_grad()
     local shared = ember.tensor { 0.3 }:requires_grad() -- one log-variance, broadcast
     for _, r in ipairs(REDUCTIONS) do
@@ -310,7 +312,7 @@ describe('Gaussian losses', function()
 
   it('log_bernoulli is the negative summed bce_with_logits and passes the gradient check', function()
     local x, logits = ember.rand(3, 5), ember.randn(3, 5)
-    local ll = flat(losses.log_bernoulli(x, logits, { reduction = 'none' }))
+    local ll = flat(losses.log_bernoulli(x, logits, { reduction = 'none' }):sum(2))
     local b = losses.bce_with_logits(logits, x, { reduction = 'none' }):sum(2)
     local bv = flat(b)
     for i = 1, 3 do close(ll[i], -bv[i]) end

@@ -53,6 +53,7 @@ check "parallel reports exactly one failed job (status $status)" test "$status" 
 check "the joblog lists 4 jobs" test "$(tail -n +2 "$T/joblog" | wc -l)" -eq 4
 
 out=$("$EMBER" sweep --collect "$T/sweep" 2>&1)
+echo "    the sweep's summary (hidden=6 fails ON PURPOSE: this test checks how a failed run is reported):"
 echo "$out" | sed 's/^/    /'
 check "collect counts 3 finished and 1 failed" contains "$out" '4 runs: 3 finished, 1 failed, 0 unfinished'
 check "summary.md ranks the 3 good configurations" test "$(grep -c '^| [1-3] | c.* | [0-9]*/[0-9]* |$' "$T/sweep/summary.md")" -eq 3

@@ -316,14 +316,25 @@ data.MNIST_CLASSES = { '0', '1', '2', '3', '4', '5', '6', '7', '8', '9' }
 data.FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
 
 --- data.data_dirs(sub) -> the directories searched for dataset `sub`, in order:
--- $EMBER_DATA/sub, <dir of ember.so or the ember program>/data/sub, build/data/sub.
+-- $EMBER_DATA/sub, <dir of ember.so or the ember program>/data/sub (a build tree),
+-- PREFIX/share/ember/data/sub for an installed ember (PREFIX/bin/ember or
+-- PREFIX/lib/lua/5.4/ember.so: where `make install` puts the prepared datasets),
+-- /usr/local/share/ember/data/sub, and build/data/sub of the working directory.
 function data.data_dirs(sub)
-  local dirs = {}
+  local dirs, seen = {}, {}
+  local function add(d)
+    if not seen[d] then dirs[#dirs + 1], seen[d] = d, true end
+  end
   local env = os.getenv('EMBER_DATA')
-  if env and env ~= '' then dirs[#dirs + 1] = env .. '/' .. sub end
+  if env and env ~= '' then add(env .. '/' .. sub) end
   local lib = C.library_dir()
-  if lib then dirs[#dirs + 1] = lib .. '/data/' .. sub end
-  dirs[#dirs + 1] = 'build/data/' .. sub
+  if lib then
+    add(lib .. '/data/' .. sub)
+    local prefix = lib:match('^(.*)/bin$') or lib:match('^(.*)/lib/lua/5%.4$')
+    if prefix then add(prefix .. '/share/ember/data/' .. sub) end
+  end
+  add('/usr/local/share/ember/data/' .. sub)
+  add('build/data/' .. sub)
   return dirs
 end
 

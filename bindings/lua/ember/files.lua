@@ -38,6 +38,11 @@ function files.kind(path)
   return require('ember')._file_kind(path)
 end
 
+--- files.list(dir) -> the sorted names in dir (no . and ..), or nil, message.
+function files.list(dir)
+  return require('ember')._list_dir(dir)
+end
+
 --- files.check_regular(path) -> true, or nil and "<path>: is a named pipe (FIFO),
 --- not a regular file" (or why it cannot be read).
 function files.check_regular(path)

@@ -432,9 +432,15 @@ function gan.sample_images(G, n, draw, chunk)
   local was_training = G.training
   G:train()
   local ok, out = pcall(ember.no_grad, function()
+    -- near-equal chunks (501 = 251 + 250, not 500 + 1): BatchNorm in training mode
+    -- needs more than one value per channel, which a last chunk of one image lacks
     local parts = {}
-    for first = 1, n, chunk do
-      local args = draw(math.min(chunk, n - first + 1), first)
+    local count = (n + chunk - 1) // chunk
+    local first = 1
+    for i = 1, count do
+      local size = n // count + (i <= n % count and 1 or 0)
+      local args = draw(size, first)
+      first = first + size
       parts[#parts + 1] = type(args) == 'table' and not ember.is_tensor(args) and G(table.unpack(args)) or G(args)
     end
     return #parts == 1 and parts[1] or ember.cat(parts, 1)

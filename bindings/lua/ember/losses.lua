@@ -1,15 +1,26 @@
 -- ember.losses — losses for classifiers, VAEs and GANs.
 --
--- Every loss takes an options table {reduction = 'mean' | 'sum' | 'none'}
--- (default 'mean'). BCE-with-logits, cross-entropy and NLL are fused C kernels
--- (numerically stable, one pass); the rest are compositions of differentiable
--- ops, so every loss can be differentiated twice (gradient penalties).
+-- Every loss computes elementwise terms (one per element of its input; one per
+-- sample for cross_entropy and nll, whose input rows are distributions over
+-- classes) and reduces them by opts.reduction, the same way for every loss:
+--   'mean'      (default) the mean over all the terms, as in PyTorch;
+--   'sum'       their sum;
+--   'batchmean' their sum divided by the batch size (the first dim): the
+--               per-sample sum averaged over the batch, PyTorch's kl_div
+--               'batchmean'. A VAE's two terms need the same reduction, and
+--               this is the usual one (nats per image);
+--   'none'      the terms themselves, shaped like the input ([N] for
+--               cross_entropy and nll).
+-- BCE-with-logits, cross-entropy and NLL are fused C kernels (numerically
+-- stable, one pass); the rest are compositions of differentiable ops, so every
+-- loss can be differentiated twice (gradient penalties).
 --
 --   local losses = require 'ember.losses'
 --   local loss = losses.cross_entropy(logits, labels)        -- labels 1..K
---   local rec = -losses.log_bernoulli(x, logits, {reduction = 'none'})
---   local kl = losses.kl_normal(mu, logvar, {reduction = 'none'})
---   local gan = losses.adversarial('non_saturating')
+--   local rec = losses.bce_with_logits(logits, x, {reduction = 'batchmean'})
+--   local kl = losses.kl_normal(mu, logvar, {reduction = 'batchmean'}) -- logvar, not std
+--   local vae_loss = rec + kl                                 -- nats per image
+--   local gan = losses.adversarial('non_saturating')           -- D returns logits
 --   local d_loss = gan.d_loss(D(real), D(fake:detach())); local g_loss = gan.g_loss(D(fake))
 local ember = require 'ember'
 local K = ember._optim_kernels
@@ -54,16 +65,44 @@ local function reduction_of(fname, opts, allowed)
     end
   end
   local r = opts.reduction or 'mean'
-  if r ~= 'mean' and r ~= 'sum' and r ~= 'none' then
-    error(('%s: bad reduction \'%s\' (expected \'mean\', \'sum\' or \'none\')'):format(fname, tostring(r)), 3)
+  if r ~= 'mean' and r ~= 'sum' and r ~= 'batchmean' and r ~= 'none' then
+    error(('%s: bad reduction \'%s\' (expected \'mean\', \'sum\', \'batchmean\' or \'none\')'):format(
+      fname, tostring(r)), 3)
   end
   return r
+end
+
+-- The batch size 'batchmean' divides by: the first dim (1 for a scalar).
+local function batch_size(t)
+  return t:dim() > 0 and t:size(1) or 1
 end
 
 local function reduce(values, reduction)
   if reduction == 'mean' then return values:mean() end
   if reduction == 'sum' then return values:sum() end
+  if reduction == 'batchmean' then return values:sum() / batch_size(values) end
   return values
+end
+
+-- A fused C loss (input, target, opts) with 'batchmean' added: its 'sum' over the
+-- batch size. Everything else, checks included, is the kernel's own.
+-- Errors are raised again at the caller's line (the kernel's own position would
+-- point here).
+local function with_batchmean(kernel)
+  local function call(...)
+    local ok, r = pcall(kernel, ...)
+    if not ok then error((tostring(r):gsub('^[^\n]-:%d+: ', '')), 3) end
+    return r
+  end
+  return function(input, target, opts)
+    if type(opts) == 'table' and opts.reduction == 'batchmean' then
+      local sum_opts = {}
+      for k, v in pairs(opts) do sum_opts[k] = v end
+      sum_opts.reduction = 'sum'
+      return call(input, target, sum_opts) / batch_size(input)
+    end
+    return call(input, target, opts)
+  end
 end
 
 -- ---- regression and binary losses -------------------------------------------
@@ -105,25 +144,29 @@ end
 
 --- bce_with_logits(logits, target [, opts]): BCE of sigmoid(logits), computed
 -- stably as max(x, 0) - x t + log1p(exp(-|x|)) (finite for any finite logit).
-losses.bce_with_logits = K.bce_with_logits
+losses.bce_with_logits = with_batchmean(K.bce_with_logits)
 
 -- ---- classification ------------------------------------------------------------
 
 --- cross_entropy(logits [N x K], labels [N] [, opts]): log-softmax + NLL in one
 -- kernel. labels: a tensor or table of class indices 1..K. opts: reduction,
 -- label_smoothing (in [0, 1]), weight (a [K] tensor of class weights; the
--- mean is then divided by the summed weights of the labels, as PyTorch does).
-losses.cross_entropy = K.cross_entropy
+-- mean is then divided by the summed weights of the labels, as PyTorch does;
+-- batchmean divides the weighted sum by N).
+losses.cross_entropy = with_batchmean(K.cross_entropy)
 
 --- nll(logprobs [N x K], labels [N] [, opts]): -logprobs[i, labels[i]], reduced.
 -- opts: reduction, weight.
-losses.nll = K.nll
+losses.nll = with_batchmean(K.nll)
 
 -- ---- Gaussians (VAEs) ----------------------------------------------------------------
 
 --- kl_normal(mu, logvar [, mu2, logvar2] [, opts]): KL(N(mu, exp(logvar)) || N(0, I)),
--- or against N(mu2, exp(logvar2)), for diagonal Gaussians; summed over the last
--- dim, then reduced over the rest (the batch) by opts.reduction.
+-- or against N(mu2, exp(logvar2)), for diagonal Gaussians given by their means
+-- and LOG-variances (not standard deviations). One term per latent dimension
+-- (shaped like mu), reduced by opts.reduction: 'batchmean' gives the KL per
+-- sample averaged over the batch, 'none' the terms (sum them over the last dim
+-- for each sample's KL).
 function losses.kl_normal(mu, logvar, mu2, logvar2, opts)
   if type(mu2) == 'table' and not ember.is_tensor(mu2) then opts, mu2 = mu2, nil end
   check_tensor('kl_normal', 1, 'mu', mu)
@@ -143,11 +186,11 @@ function losses.kl_normal(mu, logvar, mu2, logvar2, opts)
     local ratio = (logvar:exp() + (mu - mu2):square()) * (-logvar2):exp()
     terms = (logvar2 - logvar + ratio - 1) * 0.5
   end
-  if mu:dim() == 0 then return reduce(terms, reduction) end
-  return reduce(terms:sum(-1), reduction)
+  return reduce(terms, reduction)
 end
 
 --- reparameterize(mu, logvar): mu + exp(0.5 logvar) * eps, with eps ~ N(0, I)
+-- (logvar is the log-variance, not the standard deviation)
 -- drawn from the shared generator (ember.manual_seed makes it repeatable).
 function losses.reparameterize(mu, logvar)
   check_tensor('reparameterize', 1, 'mu', mu)
@@ -158,9 +201,9 @@ function losses.reparameterize(mu, logvar)
 end
 
 --- gaussian_nll(x, mu, logvar [, opts]): -log N(x; mu, exp(logvar)) =
--- 0.5 (log 2pi + logvar + (x - mu)^2 / exp(logvar)), summed over the last dim,
--- then reduced over the batch. mu and logvar may broadcast to x's shape
--- (e.g. one learned log-variance).
+-- 0.5 (log 2pi + logvar + (x - mu)^2 / exp(logvar)), one term per element of x,
+-- reduced by opts.reduction ('batchmean': the NLL per sample, averaged). mu and
+-- logvar (log-variance) may broadcast to x's shape (e.g. one learned log-variance).
 function losses.gaussian_nll(x, mu, logvar, opts)
   check_tensor('gaussian_nll', 1, 'x', x)
   check_tensor('gaussian_nll', 2, 'mu', mu)
@@ -174,21 +217,19 @@ function losses.gaussian_nll(x, mu, logvar, opts)
       shape_str(x), shape_str(mu), shape_str(logvar)), 2)
   end
   check_same_shape('gaussian_nll', 'x', x, 'the broadcast of mu and logvar', terms)
-  if x:dim() == 0 then return reduce(terms, reduction) end
-  return reduce(terms:sum(-1), reduction)
+  return reduce(terms, reduction)
 end
 
 --- log_bernoulli(x, logits [, opts]): log p(x) of x in [0, 1] under Bernoulli
--- (sigmoid(logits)) — x logits - softplus(logits) — summed over the last dim,
--- then reduced over the batch. A log-likelihood: negate it for a loss.
+-- (sigmoid(logits)) — x logits - softplus(logits) — one term per element,
+-- reduced by opts.reduction ('batchmean': log p per sample, averaged). A
+-- log-likelihood: negate it for a loss.
 function losses.log_bernoulli(x, logits, opts)
   check_tensor('log_bernoulli', 1, 'x', x)
   check_tensor('log_bernoulli', 2, 'logits', logits)
   check_same_shape('log_bernoulli', 'x', x, 'logits', logits)
   local reduction = reduction_of('log_bernoulli', opts)
-  local ll = -K.bce_with_logits(logits, x, { reduction = 'none' })
-  if x:dim() == 0 then return reduce(ll, reduction) end
-  return reduce(ll:sum(-1), reduction)
+  return reduce(-K.bce_with_logits(logits, x, { reduction = 'none' }), reduction)
 end
 
 -- ---- adversarial losses ---------------------------------------------------------------
@@ -224,10 +265,12 @@ local adversarial_kinds = {
   },
 }
 
---- adversarial(kind [, opts]) -> {d_loss = function(real_logits, fake_logits),
--- g_loss = function(fake_logits)}. kind: 'minimax', 'non_saturating',
--- 'least_squares', 'hinge' or 'wasserstein'. opts.reduction: 'mean' (default)
--- or 'sum', applied to each of the real and fake terms.
+--- adversarial(kind [, opts]) -> ONE table {kind = kind,
+-- d_loss = function(real_logits, fake_logits), g_loss = function(fake_logits)}.
+-- The arguments are D's raw outputs: logits, no sigmoid (for 'wasserstein' and
+-- 'hinge', the critic's scores). kind: 'minimax', 'non_saturating',
+-- 'least_squares', 'hinge' or 'wasserstein'. opts.reduction: 'mean' (default),
+-- 'sum' or 'batchmean', applied to each of the real and fake terms.
 function losses.adversarial(kind, opts)
   local spec = adversarial_kinds[kind]
   if not spec then
@@ -239,9 +282,9 @@ function losses.adversarial(kind, opts)
   end
   local reduction = reduction_of('adversarial', opts)
   if reduction == 'none' then
-    error("adversarial: reduction 'none' is not supported (d_loss adds a real and a fake term; use 'mean' or 'sum')", 2)
+    error("adversarial: reduction 'none' is not supported (d_loss adds a real and a fake term; use 'mean', 'sum' or 'batchmean')", 2)
   end
-  local function r(t) return reduction == 'sum' and t:sum() or t:mean() end
+  local function r(t) return reduce(t, reduction) end
   local d_name, g_name = kind .. ' d_loss', kind .. ' g_loss'
   return {
     kind = kind,

@@ -835,9 +835,18 @@ function M.run(opts)
       local out_dir = dir .. '/samples'
       files.mkdir(out_dir)
       in_eval_mode(state, r.sample, state, params, out_dir, params.n_samples or 64)
-      say('samples in ' .. out_dir)
     end
     say(string.format('finished %s: %s', dir, format_metrics(last_eval)))
+    if r.sample then -- last, so a user sees where to look
+      local pictures = {}
+      for _, name in ipairs(files.list(dir .. '/samples') or {}) do
+        if name:match('%.png$') or name:match('%.svg$') then pictures[#pictures + 1] = name end
+      end
+      say(string.format('run folder: %s; pictures in %s/samples: %s', dir, dir,
+        #pictures > 0 and table.concat(pictures, ', ') or '(none written)'))
+    else
+      say('run folder: ' .. dir)
+    end
     status = {status = 'finished', epoch = progress.epoch, step = progress.step, metrics = last_eval}
   end, function(e)
     if is_interrupt(e) then return 'interrupted' end

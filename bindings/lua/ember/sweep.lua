@@ -318,18 +318,24 @@ local function run_metric(dir, info, metric)
   return nil
 end
 
--- Mean and sample standard deviation of a list (std 0 for one value).
+-- Mean and sample standard deviation of a list (std nil for one value: one seed
+-- says nothing about the spread, and 0 would claim none).
 local function mean_std(xs)
   local n, s = #xs, 0
   for _, x in ipairs(xs) do s = s + x end
   local mean = s / n
   local v = 0
   for _, x in ipairs(xs) do v = v + (x - mean) ^ 2 end
-  return mean, n > 1 and math.sqrt(v / (n - 1)) or 0
+  return mean, n > 1 and math.sqrt(v / (n - 1)) or nil
 end
 
 -- Formats a number for the summary table.
-local function short(v)
+local short
+-- "mean ± std", or "mean ± n/a" when there was one value.
+local function mean_pm(mean, std)
+  return short(mean) .. ' ± ' .. (std and short(std) or 'n/a')
+end
+function short(v)
   if type(v) ~= 'number' then return tostring(v or '') end
   return string.format('%.4g', v)
 end
@@ -510,7 +516,7 @@ function M.collect(dir)
   for _, c in ipairs(configs) do
     local cells = {c.rank and tostring(c.rank) or '–', c.config}
     for _, k in ipairs(plan.swept) do cells[#cells + 1] = short(c.params[k]) end
-    cells[#cells + 1] = c.mean and (short(c.mean) .. ' ± ' .. short(c.std)) or 'no result'
+    cells[#cells + 1] = c.mean and mean_pm(c.mean, c.std) or 'no result'
     cells[#cells + 1] = string.format('%d/%d', #c.values, #c.runs)
     md[#md + 1] = '| ' .. table.concat(cells, ' | ') .. ' |'
   end
@@ -526,7 +532,7 @@ function M.collect(dir)
       local cells = {c.rank and tostring(c.rank) or '–', c.config}
       for _, name in ipairs(other_names) do
         local o = c.others[name]
-        cells[#cells + 1] = o and (short(o.mean) .. ' ± ' .. short(o.std)) or ''
+        cells[#cells + 1] = o and mean_pm(o.mean, o.std) or ''
       end
       md[#md + 1] = '| ' .. table.concat(cells, ' | ') .. ' |'
     end
@@ -567,7 +573,7 @@ local function print_summary(dir, s)
                       s.counts.failed, s.counts.unfinished))
   for i, c in ipairs(s.configs) do
     if i > 5 or not c.mean then break end
-    print(string.format('  %d. %s  %s %s ± %s', i, c.config, s.metric, short(c.mean), short(c.std)))
+    print(string.format('  %d. %s  %s %s', i, c.config, s.metric, mean_pm(c.mean, c.std)))
   end
   print('summary: ' .. dir .. '/summary.md')
 end
