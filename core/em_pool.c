@@ -92,26 +92,35 @@ static inline window window_at(const em_pool2d_args *a, int64_t oh, int64_t ow, 
 
 /* ---- max pooling ----------------------------------------------------- */
 
-/* One step of the scan below: v replaces the running best m (position k) when
- * m is not NaN and v is greater or NaN — the first NaN, else the first
- * maximum, in row-major window order. Branch-free: the comparisons of a max
- * pool are data-dependent, and mispredicted branches were its cost. */
 /* One step of the scan below: v replaces the running best m (position k, a
  * float as the kernel stores it) when m is not NaN and v is greater or NaN —
- * the first NaN, else the first maximum, in row-major window order. Written
- * as selects on float lanes so the loop vectorizes: a max pool's comparisons
- * are data-dependent, and mispredicted branches were its cost. */
+ * the first NaN, else the first maximum, in row-major window order. */
 #define POOL_PICK(m, k, v, kv)                                              \
     do {                                                                    \
         float v_ = (v);                                                     \
-        int take_ = (m == m) & ((v_ > m) | (v_ != v_));                     \
-        k = take_ ? (kv) : k;                                               \
-        m = take_ ? v_ : m;                                                 \
+        if (m == m && (v_ > m || v_ != v_)) {                               \
+            k = (kv);                                                       \
+            m = v_;                                                         \
+        }                                                                   \
     } while (0)
+
+#ifdef __SSE4_1__
+#include <smmintrin.h>
+/* The same step on 4 lanes: blends, no branches (a max pool's comparisons are
+ * data-dependent; mispredicted branches were its cost, and GCC does not turn
+ * the scalar form into selects: with trapping math, `>` on a NaN may raise). */
+static inline void pool_pick4(__m128 *m, __m128 *k, __m128 v, __m128 kv) {
+    __m128 m_nan = _mm_cmpunord_ps(*m, *m), v_nan = _mm_cmpunord_ps(v, v);
+    __m128 take = _mm_andnot_ps(m_nan, _mm_or_ps(_mm_cmpgt_ps(v, *m), v_nan));
+    *m = _mm_blendv_ps(*m, v, take);
+    *k = _mm_blendv_ps(*k, kv, take);
+}
+#endif
 
 /* 2x2 windows, stride 2, no padding (the common case): the same maxima and
  * positions as the general kernel below (the reference; tests compare them).
- * Positions are exact as floats below 2^24 elements per plane. */
+ * Positions are exact as floats below 2^24 elements per plane. With SSE4.1,
+ * 4 windows at a time: two rows of 8 inputs, split into even and odd columns. */
 static void max_pool_2x2(const float *x, float *y, float *idx, int64_t planes, int64_t H,
                          int64_t W, int64_t OH, int64_t OW) {
 #pragma omp parallel for schedule(static) if (planes * OH * OW * 4 > PAR_MIN)
@@ -122,8 +131,27 @@ static void max_pool_2x2(const float *x, float *y, float *idx, int64_t planes, i
             const float *r0 = src + 2 * oh * W, *r1 = r0 + W;
             const float base = (float)(2 * oh * W), fw = (float)W;
             float *yr = yp + oh * OW, *ir = ip + oh * OW;
-#pragma omp simd
-            for (int64_t ow = 0; ow < OW; ow++) {
+            int64_t ow = 0;
+#ifdef __SSE4_1__
+            const __m128 step = _mm_set_ps(6.0f, 4.0f, 2.0f, 0.0f);
+            const __m128 one = _mm_set1_ps(1.0f), width = _mm_set1_ps(fw);
+            for (; ow + 4 <= OW; ow += 4) {
+                __m128 a0 = _mm_loadu_ps(r0 + 2 * ow), a1 = _mm_loadu_ps(r0 + 2 * ow + 4);
+                __m128 b0 = _mm_loadu_ps(r1 + 2 * ow), b1 = _mm_loadu_ps(r1 + 2 * ow + 4);
+                __m128 top_l = _mm_shuffle_ps(a0, a1, _MM_SHUFFLE(2, 0, 2, 0));
+                __m128 top_r = _mm_shuffle_ps(a0, a1, _MM_SHUFFLE(3, 1, 3, 1));
+                __m128 bot_l = _mm_shuffle_ps(b0, b1, _MM_SHUFFLE(2, 0, 2, 0));
+                __m128 bot_r = _mm_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1));
+                __m128 c0 = _mm_add_ps(_mm_set1_ps(base + (float)(2 * ow)), step);
+                __m128 m = top_l, k = c0;
+                pool_pick4(&m, &k, top_r, _mm_add_ps(c0, one));
+                pool_pick4(&m, &k, bot_l, _mm_add_ps(c0, width));
+                pool_pick4(&m, &k, bot_r, _mm_add_ps(_mm_add_ps(c0, width), one));
+                _mm_storeu_ps(yr + ow, m);
+                _mm_storeu_ps(ir + ow, k);
+            }
+#endif
+            for (; ow < OW; ow++) {
                 float m = r0[2 * ow];
                 float c0 = base + (float)(2 * ow);
                 float k = c0;
