@@ -57,6 +57,12 @@ describe('ember.pretty.format', function()
     assert.is_truthy(s:find('mse_loss = function', 1, true), s)
   end)
 
+  it('never asks __index (a table that raises there still prints)', function()
+    local odd = setmetatable({ a = 1 }, { __index = function() error('asked __index') end })
+    assert.are.equal('{a = 1}', pretty.format(odd))
+    assert.are.equal('{{}, {...}}', pretty.format({ {}, { 1 } }, { depth = 1 }))
+  end)
+
   it('bad options are named', function()
     assert.has_error(function() pretty.format({}, 5) end,
       "pretty.format: bad argument #2 'opts' (expected a table like {width = 80}, got number)")

@@ -66,30 +66,30 @@ local function has_tostring(v)
   return type(mt) == 'table' and rawget(mt, '__tostring') ~= nil
 end
 
--- The entries of table v as a list of {key text or nil, value}, and how many were left out.
+-- The entries of table v as a list of {key text or nil, value}, and how many were left
+-- out. Only pairs() is asked (so __pairs is honoured), never __index.
 local function entries(v, opts)
-  local max_items = opts.max_items
-  local keys, n = {}, 0
-  for k in pairs(v) do
-    n = n + 1
-    keys[n] = k
+  local values, keys = {}, {}
+  for k, x in pairs(v) do
+    values[k] = x
+    keys[#keys + 1] = k
   end
   local len = 0
-  while rawget(v, len + 1) ~= nil or v[len + 1] ~= nil do len = len + 1 end
+  while values[len + 1] ~= nil do len = len + 1 end
   local rest = {}
   for _, k in ipairs(keys) do
     if not (math.type(k) == 'integer' and k >= 1 and k <= len) then rest[#rest + 1] = k end
   end
   table.sort(rest, key_less)
   local out = {}
-  for i = 1, math.min(len, max_items) do out[#out + 1] = { nil, v[i] } end
+  for i = 1, math.min(len, opts.max_items) do out[#out + 1] = { nil, values[i] } end
   for _, k in ipairs(rest) do
-    if #out >= max_items then break end
+    if #out >= opts.max_items then break end
     local kt
     if type(k) == 'string' and k:match(IDENT) and not KEYWORDS[k] then kt = k
     elseif type(k) == 'string' then kt = '[' .. string_text(k) .. ']'
     else kt = '[' .. scalar_text(k, opts) .. ']' end
-    out[#out + 1] = { kt, v[k] }
+    out[#out + 1] = { kt, values[k] }
   end
   return out, len + #rest - #out
 end
@@ -98,8 +98,7 @@ end
 format = function(v, opts, indent, seen, level)
   if type(v) ~= 'table' or has_tostring(v) then return scalar_text(v, opts) end
   if seen[v] then return '<cycle>' end
-  if next(v) == nil and (getmetatable(v) == nil or pairs(v) == nil) then return '{}' end
-  if level >= opts.depth then return '{...}' end
+  if level >= opts.depth then return next(v) == nil and '{}' or '{...}' end
   seen[v] = true
   local items, more = entries(v, opts)
   local inner = indent .. '  '
