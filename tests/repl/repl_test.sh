@@ -287,6 +287,8 @@ tm send-keys -t repl Enter
 poll 10 has_line repl '7'
 check "tab completion of globals and fields" $? "screen: $(since repl | tr '\n' '|')"
 
+# listed: something (the listing, or libedit's question) appeared below the input line.
+listed() { [ "$(since repl | wc -l)" -gt 1 ]; }
 # list_completions TEXT: types TEXT, presses Tab twice (answering 'y' when libedit asks
 # whether to show them all) and leaves the listing on screen; Ctrl-C then drops the line.
 list_completions() {
@@ -296,7 +298,7 @@ list_completions() {
   tm send-keys -t repl Tab
   sleep 0.2
   tm send-keys -t repl Tab
-  sleep 0.5
+  poll 10 listed || true
   if since repl | grep -q 'possibilities? (y or n)'; then
     tm send-keys -t repl y
     sleep 0.5

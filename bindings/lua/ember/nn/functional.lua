@@ -11,6 +11,9 @@
 -- Arguments are ember's, not PyTorch's where the two differ: options come as one
 -- table ({reduction = 'sum'}, {stride = 2}), dims and labels are 1-based, and
 -- F.batch_norm is ember.batch_norm(x, running_mean, running_var, weight, bias, opts).
+-- PyTorch's kl_div (log-probabilities against a target distribution) and
+-- gaussian_nll_loss (a variance, not a log-variance) are other functions than ember's
+-- kl_normal and gaussian_nll, so those keep their ember names only.
 --
 -- The members are kept behind the table's __index (pairs() still lists them):
 -- Lua names a function in a traceback by the first loaded module that holds it
