@@ -24,7 +24,7 @@ EDIT_CFLAGS = $(shell pkg-config --cflags libedit 2>/dev/null)
 
 CORE_SRC = $(wildcard core/*.c)
 BIND_SRC = $(filter-out bindings/ember_main.c,$(wildcard bindings/*.c))
-LUA_MODS = $(wildcard bindings/lua/ember/*.lua)
+LUA_MODS = $(wildcard bindings/lua/ember/*.lua bindings/lua/ember/*/*.lua)
 CORE_OBJ = $(CORE_SRC:%.c=$(BUILD)/%.o)
 BIND_OBJ = $(BIND_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/lua_modules.o
 TEST_C_SRC = $(wildcard tests/c/*.c)

@@ -27,12 +27,14 @@ static int load_embedded(lua_State *L) {
     return 1;
 }
 
-/* ember.X for a missing key X: require('ember.X') if such a module exists. */
+/* ember.X for a missing key X: require('ember.X') if such a module exists. Modules
+ * further down (ember.nn.functional) are loaded by their parent module. */
 static int module_index(lua_State *L) {
     const char *key = luaL_checkstring(L, 2);
     if (!strcmp(key, "_extend")) return 0;
     for (int i = 0; em_lua_modules[i].name; i++) {
-        if (!strcmp(em_lua_modules[i].name + 6, key)) { /* skip "ember." */
+        const char *name = em_lua_modules[i].name + 6; /* skip "ember." */
+        if (!strchr(name, '.') && !strcmp(name, key)) {
             lua_getglobal(L, "require");
             lua_pushstring(L, em_lua_modules[i].name);
             lua_call(L, 1, 1);

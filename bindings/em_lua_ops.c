@@ -682,6 +682,14 @@ static int lf_matmul(lua_State *L) {
     em_lua_push(L, em_matmul(a, b));
     return 1;
 }
+/* x:mm(y): matmul under its other PyTorch name. A function value of its own: Lua's
+ * traceback names a C function by the first module field holding that value, and one
+ * value under both names made tracebacks of x:matmul read 'ember.mm'. */
+static int lf_mm(lua_State *L) {
+    em_tensor *a = em_lua_check(L, 1, "mm"), *b = em_lua_check(L, 2, "mm");
+    em_lua_push(L, em_matmul(a, b));
+    return 1;
+}
 /* linear(x, w [, b]): x @ w^T + b */
 static int lf_linear(lua_State *L) {
     em_tensor *x = em_lua_check(L, 1, "linear"), *w = em_lua_check(L, 2, "linear");
@@ -963,7 +971,7 @@ static const luaL_Reg both[] = {
     {"fill_", lf_fill_}, {"zero_", lf_zero_}, {"copy_", lf_copy_}, {"uniform_", lf_uniform_},
     {"normal_", lf_normal_}, {"sum", lf_sum}, {"mean", lf_mean}, {"var", lf_var}, {"std", lf_std},
     {"logsumexp", lf_logsumexp}, {"prod", lf_prod}, {"norm", lf_norm}, {"max", lf_max}, {"min", lf_min},
-    {"argmax", lf_argmax}, {"argmin", lf_argmin}, {"matmul", lf_matmul}, {"mm", lf_matmul},
+    {"argmax", lf_argmax}, {"argmin", lf_argmin}, {"matmul", lf_matmul}, {"mm", lf_mm},
     {"linear", lf_linear}, {"split", lf_split}, {"chunk", lf_chunk},
     {"index_select", lf_index_select}, {"gather", lf_gather}, {"scatter_add", lf_scatter_add},
     {"scatter_add_", lf_scatter_add_}, {"requires_grad", lf_requires_grad},

@@ -385,8 +385,16 @@ static int is_identifier(const char *s, size_t len)
   return 1;
 }
 
+/* Whether a name is left out of the completions of stem: private names (a leading
+ * '_', as ember._clock) show only once the user has typed the '_'. */
+static int is_hidden(const char *name, const char *stem)
+{
+  return name[0] == '_' && stem[0] != '_';
+}
+
 /* Adds to the set at index `set` each identifier key of the table at `tab` that starts
- * with stem, written as prefix..key; `functions_only` keeps only function values. */
+ * with stem, written as prefix..key; `functions_only` keeps only function values.
+ * Private keys are left out unless stem starts with '_'. */
 static void add_matching_keys(lua_State *L, int set, int tab, const char *prefix,
                               const char *stem, int functions_only)
 {
@@ -398,7 +406,8 @@ static void add_matching_keys(lua_State *L, int set, int tab, const char *prefix
     if (lua_type(L, -2) == LUA_TSTRING &&
         (!functions_only || lua_type(L, -1) == LUA_TFUNCTION)) {
       key = lua_tolstring(L, -2, &klen);
-      if (klen >= slen && memcmp(key, stem, slen) == 0 && is_identifier(key, klen)) {
+      if (klen >= slen && memcmp(key, stem, slen) == 0 && is_identifier(key, klen) &&
+          !is_hidden(key, stem)) {
         lua_pushfstring(L, "%s%s", prefix, key);
         lua_pushboolean(L, 1);
         lua_rawset(L, set);
@@ -496,7 +505,8 @@ static void add_module_names(lua_State *L, int set, const char *path, size_t pat
           seg = key + pathlen + 1;
           if (klen > pathlen + 1 && memcmp(key, path, pathlen) == 0 && key[pathlen] == '.') {
             seglen = strcspn(seg, ".");
-            if (seglen >= slen && memcmp(seg, stem, slen) == 0 && is_identifier(seg, seglen)) {
+            if (seglen >= slen && memcmp(seg, stem, slen) == 0 && is_identifier(seg, seglen) &&
+                !is_hidden(seg, stem)) {
               lua_pushlstring(L, key, pathlen + 1 + seglen);
               lua_pushboolean(L, 1);
               lua_rawset(L, set);
@@ -510,9 +520,40 @@ static void add_module_names(lua_State *L, int set, const char *path, size_t pat
   }
 }
 
+/* Pushes the module called name[0..len) for completion: package.loaded[name], or, for
+ * one of ember's own modules that has not been loaded yet (in package.preload, name
+ * "ember.*"), what require(name) returns, so that `ember.nn.` lists nn's members before
+ * its first use. Pushes nil when there is no such module or it fails to load. */
+static void push_module(lua_State *L, const char *name, size_t len)
+{
+  int type;
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushlstring(L, name, len);
+  lua_rawget(L, -2);
+  lua_remove(L, -2);
+  if (!lua_isnil(L, -1) || len <= 6 || memcmp(name, "ember.", 6) != 0)
+    return;
+  lua_pop(L, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushlstring(L, name, len);
+  type = lua_rawget(L, -2);
+  lua_pop(L, 2);
+  if (type != LUA_TFUNCTION) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_getglobal(L, "require");
+  lua_pushlstring(L, name, len);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+  }
+}
+
 /* Protected worker: returns a set (table of name -> true) of completions for the word
  * in argument 1, e.g. "pri" -> print, "ember.te" -> ember.tensor, "t:si" -> t:size.
- * Only reads tables (raw); never calls Lua code or loads modules. */
+ * Reads tables raw and never runs metamethods; the only Lua code it runs is the first
+ * load of one of ember's own modules named in the path (push_module). */
 static int collect_completions(lua_State *L)
 {
   const char *text = luaL_checkstring(L, 1);
@@ -541,7 +582,8 @@ static int collect_completions(lua_State *L)
     lua_settop(L, set);
     return 1;
   }
-  /* walk the path before the last separator (a.b.c), falling back to package.loaded */
+  /* walk the path before the last separator (a.b.c), falling back to the modules
+   * of that name (package.loaded, or loading one of ember's own: push_module) */
   for (p = text; p < sep; ) {
     const char *end = p;
     while (end < sep && *end != '.' && *end != ':')
@@ -554,10 +596,7 @@ static int collect_completions(lua_State *L)
     raw_field(L);
     if (lua_isnil(L, -1)) {
       lua_pop(L, 1);
-      lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-      lua_pushlstring(L, text, (size_t)(end - text));
-      lua_rawget(L, -2);
-      lua_remove(L, -2);
+      push_module(L, text, (size_t)(end - text));
     }
     p = end + 1;
   }
@@ -884,13 +923,52 @@ static int read_statement(lua_State *L)
   return status;
 }
 
-/* Protected worker: prints all its arguments with tostring, tab-separated. */
+/* Whether the value at idx is a table that does not print itself (no __tostring and
+ * no __name in its metatable): a result such as t:stats() or ember.memory(). */
+static int is_plain_table(lua_State *L, int idx)
+{
+  int plain;
+  if (lua_type(L, idx) != LUA_TTABLE)
+    return 0;
+  if (luaL_getmetafield(L, idx, "__tostring") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  plain = luaL_getmetafield(L, idx, "__name") == LUA_TNIL;
+  if (!plain)
+    lua_pop(L, 1);
+  return plain;
+}
+
+/* Pushes the text the REPL shows for the value at idx: tostring's, except that a plain
+ * table is written out by ember.pretty.format ({max = 2.7, mean = -0.06, ...}); should
+ * that fail, tostring's "table: 0x..." is shown. */
+static const char *push_value_text(lua_State *L, int idx, size_t *len)
+{
+  idx = lua_absindex(L, idx);
+  if (is_plain_table(L, idx)) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "ember.pretty");
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TTABLE) {
+      lua_getfield(L, -1, "format");
+      lua_remove(L, -2);
+      lua_pushvalue(L, idx);
+      if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING)
+        return lua_tolstring(L, -1, len);
+    }
+    lua_pop(L, 1);
+  }
+  return luaL_tolstring(L, idx, len);
+}
+
+/* Protected worker: prints all its arguments tab-separated, each as push_value_text
+ * writes it. */
 static int print_values(lua_State *L)
 {
   int n = lua_gettop(L), i;
   for (i = 1; i <= n; i++) {
     size_t len;
-    const char *s = luaL_tolstring(L, i, &len);
+    const char *s = push_value_text(L, i, &len);
     if (i > 1)
       fputc('\t', stdout);
     fwrite(s, 1, len, stdout);

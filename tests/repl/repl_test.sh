@@ -287,6 +287,70 @@ tm send-keys -t repl Enter
 poll 10 has_line repl '7'
 check "tab completion of globals and fields" $? "screen: $(since repl | tr '\n' '|')"
 
+# listed: something (the listing, or libedit's question) appeared below the input line.
+listed() { [ "$(since repl | wc -l)" -gt 1 ]; }
+# list_completions TEXT: types TEXT, presses Tab twice (answering 'y' when libedit asks
+# whether to show them all) and leaves the listing on screen; Ctrl-C then drops the line.
+list_completions() {
+  poll 10 at_prompt repl || true
+  MARK=$(screen repl | wc -l)
+  tm send-keys -t repl -l -- "$1"
+  tm send-keys -t repl Tab
+  sleep 0.2
+  tm send-keys -t repl Tab
+  poll 10 listed || true
+  if since repl | grep -q 'possibilities? (y or n)'; then
+    tm send-keys -t repl y
+    sleep 0.5
+  fi
+}
+drop_line() { tm send-keys -t repl C-c; poll 10 at_prompt repl || true; }
+
+step 'print(package.loaded["ember.nn"] == nil and rawget(ember, "nn") == nil)'
+poll 10 has_line repl 'true'
+R1=$?
+list_completions 'ember.nn.'
+poll 10 has_text repl 'ember\.nn\.Linear' && has_text repl 'ember\.nn\.Conv2d' &&
+  has_text repl 'ember\.nn\.Sequential' && has_text repl 'ember\.nn\.functional' &&
+  ! has_text repl 'ember\.nn\._'
+R2=$?
+drop_line
+[ $R1 -eq 0 ] && [ $R2 -eq 0 ]
+check "Tab lists ember.nn's members before it is loaded" $? "not loaded=$R1 screen: $(since repl | tr '\n' '|')"
+
+list_completions 'ember.nn.functional.'
+poll 10 has_text repl 'ember\.nn\.functional\.relu( |$)' && has_text repl 'ember\.nn\.functional\.conv2d( |$)' &&
+  has_text repl 'ember\.nn\.functional\.mse_loss( |$)'
+check "Tab lists ember.nn.functional's members" $? "screen: $(since repl | tr '\n' '|')"
+drop_line
+
+list_completions 'ember.optim.'
+poll 10 has_text repl 'ember\.optim\.Adam( |$)' && has_text repl 'ember\.optim\.SGD( |$)'
+check "Tab lists ember.optim's members before it is loaded" $? "screen: $(since repl | tr '\n' '|')"
+drop_line
+
+list_completions 'ember.'
+poll 10 has_text repl 'ember\.zeros' && has_text repl 'ember\.tensor' && has_text repl 'ember\.nn( |$)' &&
+  ! has_text repl 'ember\._'
+check "ember. + Tab lists no private (_) names" $? "screen: $(since repl | tr '\n' '|')"
+drop_line
+
+list_completions 'ember._'
+poll 10 has_text repl 'ember\._clock' && has_text repl 'ember\._debug_break_backward'
+check "ember._ + Tab lists the private names" $? "screen: $(since repl | tr '\n' '|')"
+drop_line
+
+step 'ember.randn(100):stats()'
+poll 10 has_text repl 'min = -?[0-9]' && has_text repl 'max = -?[0-9]' && has_text repl 'mean = -?[0-9]' &&
+  has_text repl 'std = [0-9]' && has_text repl 'nan = 0' && has_text repl 'numel = 100' &&
+  ! has_text repl 'table: 0x'
+check "a returned table prints its fields (t:stats())" $? "screen: $(since repl | tr '\n' '|')"
+
+step 'ember.zeros(2, 3):matmul(ember.zeros(4, 5))'
+poll 10 has_text repl "in function 'ember\.matmul'" && has_text repl 'inner sizes 3 and 4 differ' &&
+  ! has_text repl 'ember\.mm'
+check "a traceback names matmul, not an alias" $? "screen: $(since repl | tr '\n' '|')"
+
 poll 10 at_prompt repl
 tm send-keys -t repl C-d
 poll 10 pane_exited repl && [ "$(pane_status repl)" = "0" ]

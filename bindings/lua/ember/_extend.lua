@@ -16,6 +16,7 @@ ember — tensors, autograd, layers and generative models from Lua.
   t:shape()  t:size(1)  t[1]  t:sum(2)  t:matmul(u)  a + b  a * 2  t:t()
   x:requires_grad()  loss:backward()  x.grad  ember.no_grad(function() ... end)
   ember.manual_seed(1)  ember.set_num_threads(2)  ember.memory()  ember.clock()
-Modules load on first use: ember.nn, ember.optim, ember.data, ember.image, ember.plot.]])
+Modules load on first use: ember.nn, ember.optim, ember.data, ember.image, ember.plot;
+  ember.nn.functional is torch.nn.functional (F.relu, F.conv2d, F.mse_loss, ...).]])
   end
 end

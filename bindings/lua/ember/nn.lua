@@ -28,6 +28,15 @@ local ember = require 'ember'
 
 local nn = {}
 
+-- nn.functional (ember.nn.functional) loads on first use, as ember.nn itself does.
+setmetatable(nn, { __index = function(t, k)
+  if k == 'functional' then
+    local f = require 'ember.nn.functional'
+    rawset(t, k, f)
+    return f
+  end
+end })
+
 -- ---- errors -------------------------------------------------------------------
 
 local THIS_FILE = debug.getinfo(1, 'S').source
