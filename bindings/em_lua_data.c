@@ -128,6 +128,10 @@ static int ld_clock(lua_State *L) {
     return 1;
 }
 
+/* ember._clock: the same clock under the name the library's own modules use (a
+ * function of its own, so that a traceback through one never names the other). */
+static int ld_clock_internal(lua_State *L) { return ld_clock(L); }
+
 static const luaL_Reg data_funcs[] = {
     {"idx_load", ld_idx_load},       {"idx_save", ld_idx_save},
     {"randperm", ld_randperm},       {"gather_rows", ld_gather_rows},
@@ -142,7 +146,7 @@ void em_lua_open_data(lua_State *L, int module, int methods) {
     lua_setfield(L, module, "_data");
     lua_pushcfunction(L, ld_isatty);
     lua_setfield(L, module, "_isatty");
-    lua_pushcfunction(L, ld_clock);
+    lua_pushcfunction(L, ld_clock_internal);
     lua_setfield(L, module, "_clock");
     lua_pushcfunction(L, ld_clock);
     lua_setfield(L, module, "clock");

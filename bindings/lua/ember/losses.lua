@@ -99,9 +99,11 @@ local function with_batchmean(kernel)
       local sum_opts = {}
       for k, v in pairs(opts) do sum_opts[k] = v end
       sum_opts.reduction = 'sum'
-      return call(input, target, sum_opts) / batch_size(input)
+      local total = call(input, target, sum_opts)
+      return total / batch_size(input)
     end
-    return call(input, target, opts)
+    local r = call(input, target, opts) -- not a tail call: call's error level counts this frame
+    return r
   end
 end
 
