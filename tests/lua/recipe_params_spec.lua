@@ -270,6 +270,25 @@ describe('presets', function()
     fails('3', 'field presets must be a table, got number')
   end)
 
+  it('starts every run of a sweep from --preset, and refuses an unknown one', function()
+    local out, code = ember_cmd(dir, 'sweep ptiny.lua --preset big --grid lr=0.01,0.05 --set epochs=1 --threads 1 --out s')
+    assert.equal(0, code, out)
+    for _, id in ipairs{'c1-lr=0.01-seed1', 'c2-lr=0.05-seed1'} do
+      local cfg = recipe.files.read_lua(dir .. '/s/runs/' .. id .. '/config.lua')
+      assert.equal('big', cfg.preset, id)
+      assert.equal(8, cfg.params.hidden, id)
+      assert.equal(1, cfg.params.epochs, id)
+    end
+    assert.matches('Fixed: --preset big epochs=1.', read(dir .. '/s/summary.md'), 1, true)
+    -- another preset is another sweep
+    out, code = ember_cmd(dir, 'sweep ptiny.lua --preset quick --grid lr=0.01,0.05 --set epochs=1 --out s')
+    assert.equal(2, code, out)
+    assert.matches('holds a different sweep', out, 1, true)
+    out, code = ember_cmd(dir, 'sweep ptiny.lua --preset huge --grid lr=0.01,0.05 --dry-run')
+    assert.equal(2, code, out)
+    assert.matches("ember sweep: unknown preset 'huge' for recipe tiny (known: big, quick)", out, 1, true)
+  end)
+
   it('takes a preset in ember.load_recipe(path, overrides, preset)', function()
     local r, p = ember.load_recipe(dir .. '/ptiny.lua', {'epochs=3'}, 'quick')
     assert.equal('tiny', r.name)

@@ -42,7 +42,7 @@ Draws new samples from a finished or interrupted run with the recipe's sample fu
                otherwise); a warning, noted in DIR/log; DIR/recipe.lua stays as trained]],
   sweep = [[
 usage: ember sweep RECIPE.lua [--grid name=v1,v2,...]... [--random N name=DIST...]
-                   [--set name=value]... [--seeds S] [--jobs J] [--threads T]
+                   [--preset NAME] [--set name=value]... [--seeds S] [--jobs J] [--threads T]
                    [--out DIR] [--dry-run] [--emit slurm|parallel] [--retry-failed]
                    [--allow-changed-recipe]
        ember sweep --collect DIR
@@ -52,6 +52,8 @@ then ranks them by the recipe's main metric in DIR/summary.md and DIR/summary.cs
   --grid name=v1,v2  the values of one param; several --grid flags multiply
   --random N         N random configurations drawn from the DIST specs that follow:
                      name=uniform(a,b) name=loguniform(a,b) name=choice(x,y,...)
+  --preset NAME      every run starts from this preset of the recipe (--set and the swept
+                     values apply on top)
   --set name=value   a fixed override for every run
   --seeds S          runs per configuration with seeds 1..S, or a list 1,7,42 (default 1)
   --jobs J           runs at a time (default 1); threads per run = cores / J
@@ -78,7 +80,8 @@ local OPTIONS = {
          ['--help'] = 'flag', ['-h'] = 'flag'},
   sample = {['--n'] = 'integer', ['--out'] = 'value', ['--seed'] = 'integer0',
             ['--allow-changed-recipe'] = 'flag', ['--help'] = 'flag', ['-h'] = 'flag'},
-  sweep = {['--grid'] = 'list', ['--random'] = 'integer', ['--set'] = 'list', ['--seeds'] = 'value',
+  sweep = {['--grid'] = 'list', ['--random'] = 'integer', ['--set'] = 'list', ['--preset'] = 'value',
+           ['--seeds'] = 'value',
            ['--jobs'] = 'integer', ['--threads'] = 'integer', ['--out'] = 'value',
            ['--dry-run'] = 'flag', ['--emit'] = 'value', ['--collect'] = 'value',
            ['--retry-failed'] = 'flag', ['--sweep-seed'] = 'integer0', ['--allow-changed-recipe'] = 'flag',

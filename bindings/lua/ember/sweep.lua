@@ -124,6 +124,7 @@ end
 -- The text that identifies a plan (recipe, fixed values, runs and their params).
 local function plan_identity(plan)
   local parts = {plan.recipe}
+  if plan.preset then parts[#parts + 1] = 'preset=' .. plan.preset end
   for _, run in ipairs(plan.runs) do
     local keys = {}
     for k in pairs(run.params) do keys[#keys + 1] = k end
@@ -139,6 +140,7 @@ end
 --- params = the --set values plus the swept ones). Raises a UsageError for bad specs.
 function M.make_plan(recipe_path, opts, positional)
   local r = recipe.load(recipe_path)
+  if opts.preset then recipe.preset(r, opts.preset) end -- raises "unknown preset"
   local sets = {}
   for _, text in ipairs(opts.set or {}) do
     local k, v = recipe.parse_set(r, text)
@@ -201,7 +203,7 @@ function M.make_plan(recipe_path, opts, positional)
 
   local seeds = parse_seeds(opts.seeds)
   local plan = {recipe = files.absolute(recipe_path), name = r.name, main_metric = r.main_metric,
-                swept = swept_keys, sets = sets, seeds = seeds, runs = {}}
+                swept = swept_keys, sets = sets, preset = opts.preset, seeds = seeds, runs = {}}
   local width = #tostring(#configs)
   for ci, c in ipairs(configs) do
     local label = {string.format('c%0' .. width .. 'd', ci)}
@@ -260,6 +262,7 @@ local function job_line(bin, plan, run, dir, threads, resume, notify, allow_chan
     cmd = q(bin) .. ' run --resume ' .. q(dir) .. (allow_change and ' --allow-changed-recipe' or '')
   else
     local parts = {q(bin), 'run', q(plan.recipe)}
+    if plan.preset then parts[#parts + 1] = '--preset ' .. q(plan.preset) end
     local keys = {}
     for k in pairs(run.params) do keys[#keys + 1] = k end
     table.sort(keys)
@@ -524,6 +527,7 @@ function M.collect(dir)
   local fixed = {}
   for k, v in pairs(plan.sets or {}) do fixed[#fixed + 1] = k .. '=' .. value_text(v) end
   table.sort(fixed)
+  if plan.preset then table.insert(fixed, 1, '--preset ' .. plan.preset) end
   if #fixed > 0 then md[#md + 1] = 'Fixed: ' .. table.concat(fixed, ' ') .. '.' end
   md[#md + 1] = ''
   local th = {'rank', 'config'}
