@@ -149,10 +149,16 @@ describe('an edited recipe', function()
     -- the run's recipe stays the one its checkpoint was trained with
     assert.equal(original, read(dir .. '/r/recipe.lua'))
     assert.is_false(exists(dir .. '/r/recipe.lua.orig-1'))
+    -- loading the run in the REPL or a script goes on, with a warning
+    out, code = ember_cmd(dir, [[-e "local r = require('ember.recipe').load_run('r') print('loaded', r.name)"]])
+    assert.equal(0, code, out)
+    assert.matches('warning: loading with the edited recipe: recipe ' .. dir .. '/tiny.lua changed since run r ' ..
+                   'started (first difference at line 24', out, 1, true)
+    assert.matches('loaded\ttiny', out, 1, true)
   end)
 
   it('stops a re-run `ember sweep` after Ctrl-C; --allow-changed-recipe passes the acceptance on', function()
-    local args = 'tiny.lua --grid hidden=3,4 --set epochs=3 --set slow=0.02 --jobs 1 --out s'
+    local args = 'tiny.lua --grid hidden=3,4 --set epochs=3 --set slow=0.04 --jobs 1 --out s'
     -- its own session (setsid); io.popen, not `&`, so that SIGINT reaches it
     local driver = io.popen('cd ' .. q(dir) .. ' && exec setsid ' .. q(EMBER) .. ' sweep ' .. args .. ' > first.out 2>&1')
     local first = dir .. '/s/runs/c1-hidden=3-seed1'
