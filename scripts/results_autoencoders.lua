@@ -88,7 +88,21 @@ local function figures(recipe_name, m, dir, rows, params)
   return '?'
 end
 
--- The `ember run` command that makes the run: only params that differ from the defaults.
+-- The preset of recipe r that run config cfg was made with: the one it records, else
+-- (a run from before presets) the first whose every value the run's params hold.
+local function preset_of(r, cfg)
+  if cfg.preset then return cfg.preset end
+  for _, name in ipairs(recipe.preset_names(r)) do
+    local all = true
+    for k, v in pairs(r.presets[name]) do
+      if (cfg.params or {})[k] ~= v then all = false end
+    end
+    if all then return name end
+  end
+end
+
+-- The `ember run` command that makes the run: its preset (--preset), then only the params
+-- that differ from the defaults with the preset applied.
 local function command(cfg, dir)
   local path = cfg.recipe or '?'
   local root = path:match('^(.*)/examples/[^/]+$')
@@ -96,6 +110,12 @@ local function command(cfg, dir)
   local parts = {'ember run', path}
   local ok, r = pcall(recipe.load, cfg.recipe)
   local defaults = ok and recipe.defaults(r) or {}
+  local preset = ok and preset_of(r, cfg)
+  if preset then
+    parts[#parts + 1] = '--preset ' .. preset
+    local okp, with_preset = pcall(recipe.resolve, r, {}, preset)
+    if okp then defaults = with_preset end
+  end
   local names = {}
   for k in pairs(cfg.params or {}) do names[#names + 1] = k end
   table.sort(names)

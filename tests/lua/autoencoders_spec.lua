@@ -375,16 +375,24 @@ describe('autoencoder recipes', function()
   it('bad params fail the run with a message', function()
     local cases = {
       {'vae', {'hidden=4x'}, "vae: hidden must be comma-separated positive integers like '400' or '512,256', got '4x'"},
-      {'vae', {'latent=0'}, 'vae: latent must be >= 1, got 0'},
       {'autoencoder', {'hidden=0'}, "autoencoder: hidden must be comma-separated positive integers"},
       {'denoising_autoencoder', {'noise=salt_and_pepper', 'level=1.5'},
        'denoising_autoencoder: level must be >= 0 (and <= 1 for salt_and_pepper), got 1.5'},
-      {'cvae', {'class=11'}, 'cvae: class must be 0 (all) or a class 1..10, got 11'},
-      {'cvae', {'mixture_k=0'}, 'cvae: mixture_k must be >= 1, got 0'},
     }
     for i, c in ipairs(cases) do
       local out, code = run_recipe(c[1], base .. '/bad' .. i, c[2])
       assert.are.equal(1, code, out)
+      assert.truthy(out:find(c[3], 1, true), out)
+    end
+    -- values outside a declared range are refused before the run starts (status 2)
+    local refused = {
+      {'vae', {'latent=0'}, "--set latent=0: latent must be >= 1 (the recipe's min)"},
+      {'cvae', {'class=11'}, "--set class=11: class must be <= 10 (the recipe's max)"},
+      {'cvae', {'mixture_k=0'}, "--set mixture_k=0: mixture_k must be >= 1 (the recipe's min)"},
+    }
+    for i, c in ipairs(refused) do
+      local out, code = run_recipe(c[1], base .. '/refused' .. i, c[2])
+      assert.are.equal(2, code, out)
       assert.truthy(out:find(c[3], 1, true), out)
     end
     local out, code = run_recipe('vae', base .. '/bad-choice', {'likelihood=gauss'})

@@ -84,7 +84,7 @@ describe('ember sweep', function()
       {"--random 2 'lr=normal(0,1)'", "unknown distribution 'normal' (uniform, loguniform, choice)"},
       {"--random 2 'lr=loguniform(0,1)'", 'loguniform(a,b) needs 0 < a <= b'},
       {"--random 2 'act=uniform(0,1)'", "param 'act' is a string; uniform/loguniform need a number or integer param"},
-      {"'lr=uniform(0,1)'", 'need --random N'},
+      {"'lr=uniform(0.01,1)'", 'need --random N'},
       {'--grid hidden=1,2 --set hidden=3', "param 'hidden' is both --set and swept"},
       {'--seeds 0', "--seeds expects a count >= 1 or a list like 1,7,42, got '0'"},
       {'--emit pbs', "--emit expects slurm or parallel, got 'pbs'"},

@@ -5,7 +5,7 @@ return function(ember)
   function ember.gradcheck(...) return require('ember.check').gradcheck(...) end
   function ember.gradgradcheck(...) return require('ember.check').gradgradcheck(...) end
 
-  --- ember.load_recipe(path [, overrides]) -> recipe, params (see ember.recipe)
+  --- ember.load_recipe(path [, overrides [, preset]]) -> recipe, params (see ember.recipe)
   function ember.load_recipe(...) return require('ember.recipe').load(...) end
 
   --- ember.help(): a short guide to what is where.

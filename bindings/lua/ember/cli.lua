@@ -7,31 +7,44 @@ local M = {}
 
 local USAGE = {
   run = [[
-usage: ember run RECIPE.lua [--set name=value]... [--out DIR] [--seed N] [--threads N]
-       ember run --resume DIR
-       ember run --help RECIPE.lua      (lists the recipe's params)
+usage: ember run RECIPE.lua [--preset NAME] [--set name=value]... [--out DIR] [--seed N]
+                 [--threads N]
+       ember run --resume DIR [--allow-changed-recipe]
+       ember run --help RECIPE.lua      (lists the recipe's presets and params)
 
 Trains a recipe and leaves a run folder DIR (default runs/<name>-<time>) holding
-config.lua, metrics.csv, log, checkpoint, result.lua and samples/.
-  --set name=value   override a param (repeatable); checked against the recipe
+config.lua, metrics.csv, log, checkpoint, result.lua, recipe.lua (a copy) and samples/.
+  --preset NAME      start from one of the recipe's named param sets (see --help RECIPE.lua);
+                     --set values apply on top; config.lua records the name
+  --set name=value   override a param (repeatable); checked against the recipe's type,
+                     choices and range (min/max)
   --out DIR          the run folder (must not hold a run already)
   --seed N           seed of the random generator (default 1)
   --threads N        threads for this run (default: ember's default)
-  --resume DIR       continue an interrupted run exactly where its checkpoint stopped
+  --resume DIR       continue an interrupted run exactly where its checkpoint stopped;
+                     refused when the recipe file changed since the run started
+  --allow-changed-recipe
+                     with --resume: go on with the edited recipe anyway (a loud warning; the
+                     edit becomes DIR/recipe.lua, the original is kept as
+                     DIR/recipe.lua.orig-<n>, and config.lua records the change)
 Ctrl-C, or SIGTERM (kill, a cluster job's time limit), saves a checkpoint and exits
 with status 130.]],
   sample = [[
-usage: ember sample DIR [--n N] [--out PATH] [--seed N]
+usage: ember sample DIR [--n N] [--out PATH] [--seed N] [--allow-changed-recipe]
 
 Draws new samples from a finished or interrupted run with the recipe's sample function.
   --n N        how many samples (default: the run's n_samples param, else 64)
   --out PATH   a folder, or a file name (e.g. grid.png) when the recipe writes one picture;
                default DIR/samples/<time>/
-  --seed N     seed for the samples (default: the clock)]],
+  --seed N     seed for the samples (default: the clock)
+  --allow-changed-recipe
+               sample even though the recipe file changed since the run started (refused
+               otherwise); a warning, noted in DIR/log; DIR/recipe.lua stays as trained]],
   sweep = [[
 usage: ember sweep RECIPE.lua [--grid name=v1,v2,...]... [--random N name=DIST...]
-                   [--set name=value]... [--seeds S] [--jobs J] [--threads T]
+                   [--preset NAME] [--set name=value]... [--seeds S] [--jobs J] [--threads T]
                    [--out DIR] [--dry-run] [--emit slurm|parallel] [--retry-failed]
+                   [--allow-changed-recipe]
        ember sweep --collect DIR
 
 Runs every configuration as its own `ember run` process, J at a time, into DIR/runs/<id>,
@@ -39,6 +52,8 @@ then ranks them by the recipe's main metric in DIR/summary.md and DIR/summary.cs
   --grid name=v1,v2  the values of one param; several --grid flags multiply
   --random N         N random configurations drawn from the DIST specs that follow:
                      name=uniform(a,b) name=loguniform(a,b) name=choice(x,y,...)
+  --preset NAME      every run starts from this preset of the recipe (--set and the swept
+                     values apply on top)
   --set name=value   a fixed override for every run
   --seeds S          runs per configuration with seeds 1..S, or a list 1,7,42 (default 1)
   --jobs J           runs at a time (default 1); threads per run = cores / J
@@ -49,20 +64,28 @@ then ranks them by the recipe's main metric in DIR/summary.md and DIR/summary.cs
   --emit parallel    write DIR/jobs.txt for GNU parallel
   --retry-failed     run failed runs again (by default they are kept as failed)
   --collect DIR      build the summary from the run folders in DIR
+  --allow-changed-recipe
+                     go on although the recipe file changed since the sweep started
+                     (refused otherwise): interrupted runs resume with the edit (each with
+                     `ember run --resume --allow-changed-recipe`), new runs start with it;
+                     DIR/recipe.lua becomes the edit, the original is kept as recipe.lua.orig-<n>
 Re-running the same command skips finished runs and resumes interrupted ones.]],
 }
 
 -- Option kinds: 'value' takes the next argument (or --opt=value), 'list' may repeat,
 -- 'flag' takes none, 'integer' is a value that must be a whole number >= 1.
 local OPTIONS = {
-  run = {['--set'] = 'list', ['--out'] = 'value', ['--seed'] = 'integer0', ['--threads'] = 'integer',
-         ['--resume'] = 'value', ['--help'] = 'flag', ['-h'] = 'flag'},
-  sample = {['--n'] = 'integer', ['--out'] = 'value', ['--seed'] = 'integer0', ['--help'] = 'flag',
-            ['-h'] = 'flag'},
-  sweep = {['--grid'] = 'list', ['--random'] = 'integer', ['--set'] = 'list', ['--seeds'] = 'value',
+  run = {['--set'] = 'list', ['--preset'] = 'value', ['--out'] = 'value', ['--seed'] = 'integer0',
+         ['--threads'] = 'integer', ['--resume'] = 'value', ['--allow-changed-recipe'] = 'flag',
+         ['--help'] = 'flag', ['-h'] = 'flag'},
+  sample = {['--n'] = 'integer', ['--out'] = 'value', ['--seed'] = 'integer0',
+            ['--allow-changed-recipe'] = 'flag', ['--help'] = 'flag', ['-h'] = 'flag'},
+  sweep = {['--grid'] = 'list', ['--random'] = 'integer', ['--set'] = 'list', ['--preset'] = 'value',
+           ['--seeds'] = 'value',
            ['--jobs'] = 'integer', ['--threads'] = 'integer', ['--out'] = 'value',
            ['--dry-run'] = 'flag', ['--emit'] = 'value', ['--collect'] = 'value',
-           ['--retry-failed'] = 'flag', ['--sweep-seed'] = 'integer0', ['--help'] = 'flag',
+           ['--retry-failed'] = 'flag', ['--sweep-seed'] = 'integer0', ['--allow-changed-recipe'] = 'flag',
+           ['--help'] = 'flag',
            ['-h'] = 'flag'},
 }
 
@@ -135,8 +158,9 @@ local function cmd_run(args)
   if not opts.resume and not pos[1] then
     recipe.usage_error('missing the recipe file (see ember run --help)')
   end
-  return recipe.run{recipe = pos[1], sets = opts.set, out = opts.out, seed = opts.seed,
-                    threads = opts.threads, resume = opts.resume}
+  return recipe.run{recipe = pos[1], sets = opts.set, preset = opts.preset, out = opts.out, seed = opts.seed,
+                    threads = opts.threads, resume = opts.resume,
+                    allow_changed_recipe = opts.allow_changed_recipe}
 end
 
 -- `ember sample DIR ...`
@@ -144,7 +168,8 @@ local function cmd_sample(args)
   local opts, pos = M.parse('sample', args)
   if opts.help then print(USAGE.sample) return 0 end
   if #pos ~= 1 then recipe.usage_error('expected one run folder (see ember sample --help)') end
-  return recipe.sample{dir = pos[1], n = opts.n, out = opts.out, seed = opts.seed}
+  return recipe.sample{dir = pos[1], n = opts.n, out = opts.out, seed = opts.seed,
+                       allow_changed_recipe = opts.allow_changed_recipe}
 end
 
 -- `ember sweep ...`

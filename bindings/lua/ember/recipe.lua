@@ -4,7 +4,9 @@
 --
 --   return {
 --     name = 'tiny', description = 'one line',
---     params = { lr = {default = 0.01, type = 'number', help = 'learning rate'}, ... },
+--     params = { lr = {default = 0.01, type = 'number', help = 'learning rate', min = 0,
+--                      min_exclusive = true}, ... },   -- optional: choices, min, max
+--     presets = { big = {hidden = 64, epochs = 20} },     -- optional: named param sets
 --     main_metric = {name = 'test_loss', goal = 'min'},
 --     build = function(params) return state end,          -- models, optimizers, ...
 --     data = function(params) return data end,            -- optional: loaders, tensors
@@ -19,18 +21,26 @@
 -- Params with these names steer the loop when a recipe declares them: epochs (default 1),
 -- checkpoint_every (step mode: a checkpoint every N steps instead of at each epoch's end;
 -- epoch mode: every N epochs; 0 or absent: each epoch; always at the end of the run),
--- log_every (steps per metrics row in step mode; default 1), n_samples (default 64).
+-- log_every (steps per metrics row in step mode; default 1), n_samples (default 64). The
+-- runner holds these to its own minimums (RUNNER_MINS) whatever the recipe declares.
+--
+-- A param may declare min and/or max (numbers, inclusive; min_exclusive/max_exclusive make
+-- a bound strict): the default must lie in the range and a value outside it is refused.
+-- A preset (`ember run R --preset NAME`) is a table {param = value} applied over the
+-- defaults and under --set; the run's config.lua records its name.
 --
 -- A run folder holds config.lua (resolved params, seed, threads, version, git revision),
 -- metrics.csv, log (everything printed), checkpoint (ember.save), result.lua (status and
--- final metrics), pid, recipe.lua (a copy) and samples/.
+-- final metrics), pid, recipe.lua (a copy) and samples/. Resuming or sampling a run whose
+-- recipe file no longer matches that copy is refused unless allow_changed_recipe is given
+-- (see M.recipe_change).
 local ember = require 'ember'
 
 local M = {}
 
 local PARAM_TYPES = {number = true, integer = true, string = true, boolean = true}
 local RECIPE_FIELDS = {
-  name = 'string', description = 'string', params = 'table', main_metric = 'table',
+  name = 'string', description = 'string', params = 'table', presets = 'table', main_metric = 'table',
   build = 'function', data = 'function', train_epoch = 'function', train_step = 'function',
   evaluate = 'function', sample = 'function', checkpoint = 'function', restore = 'function',
 }
@@ -142,6 +152,59 @@ local function value_fits(p, v)
   return true
 end
 
+-- The minimums the run loop itself relies on, for params of these names: it runs
+-- `epochs` epochs, writes a row every `log_every` steps, checkpoints every
+-- `checkpoint_every` (0: at epoch ends) and asks sample() for `n_samples`.
+local RUNNER_MINS = {epochs = 1, log_every = 1, checkpoint_every = 0, n_samples = 1}
+
+--- bounds(recipe, name) -> {min, min_exclusive, min_by, max, max_exclusive, max_by}: the
+--- range of param `name`, as declared, tightened by the runner's own minimum for the
+--- params it uses (epochs, log_every, checkpoint_every, n_samples); *_by names the rule.
+function M.bounds(r, name)
+  local p = r.params[name] or {}
+  local b = {min = p.min, min_exclusive = p.min_exclusive == true, min_by = "the recipe's min",
+             max = p.max, max_exclusive = p.max_exclusive == true, max_by = "the recipe's max"}
+  local floor = RUNNER_MINS[name]
+  if floor and (p.type == 'integer' or p.type == 'number') and (b.min == nil or b.min < floor) then
+    b.min, b.min_exclusive, b.min_by = floor, false, "ember run's minimum"
+  end
+  return b
+end
+
+--- range_text(bounds) -> ">= 1", "> 0 and <= 1", or nil for no bound.
+function M.range_text(b)
+  local parts = {}
+  if b.min ~= nil then parts[#parts + 1] = (b.min_exclusive and '> ' or '>= ') .. files.number(b.min) end
+  if b.max ~= nil then parts[#parts + 1] = (b.max_exclusive and '< ' or '<= ') .. files.number(b.max) end
+  return #parts > 0 and table.concat(parts, ' and ') or nil
+end
+
+-- Whether value v of param `name` lies within bounds b; returns ok, the rule it breaks
+-- ("epochs must be >= 1 (the recipe's min)"). Values that are not numbers always fit.
+local function range_fits(name, b, v)
+  if type(v) ~= 'number' then return true end
+  if v ~= v and (b.min ~= nil or b.max ~= nil) then
+    return false, string.format('%s must be %s, not NaN', name, M.range_text(b))
+  end
+  if b.min ~= nil and (v < b.min or (b.min_exclusive and v == b.min)) then
+    return false, string.format('%s must be %s %s (%s)', name, b.min_exclusive and '>' or '>=',
+                                files.number(b.min), b.min_by)
+  end
+  if b.max ~= nil and (v > b.max or (b.max_exclusive and v == b.max)) then
+    return false, string.format('%s must be %s %s (%s)', name, b.max_exclusive and '<' or '<=',
+                                files.number(b.max), b.max_by)
+  end
+  return true
+end
+
+--- check_range(recipe, key, value, source): raises a UsageError "SOURCE: key must be
+--- >= 1 (the recipe's min)" when value is outside param key's range; source says where
+--- the value came from ("--set epochs=-3").
+function M.check_range(r, key, v, source)
+  local ok, rule = range_fits(key, M.bounds(r, key), v)
+  if not ok then M.usage_error('%s: %s', source, rule) end
+end
+
 --- format_choices(list) -> "a, b, c".
 function M.format_choices(list)
   local out = {}
@@ -200,9 +263,62 @@ function M.validate(r, path)
         if not ok then recipe_error(path, 'params.%s.choices: %s is not %s', name, tostring(c), want) end
       end
     end
+    for _, end_ in ipairs{'min', 'max'} do
+      local v, strict = p[end_], p[end_ .. '_exclusive']
+      if v ~= nil then
+        if p.type ~= 'number' and p.type ~= 'integer' then
+          recipe_error(path, 'params.%s.%s applies to number and integer params only (this one is a %s)',
+                       name, end_, p.type)
+        end
+        if type(v) ~= 'number' or v ~= v then
+          recipe_error(path, 'params.%s.%s must be a number, got %s', name, end_, tostring(v))
+        end
+      end
+      if strict ~= nil and type(strict) ~= 'boolean' then
+        recipe_error(path, 'params.%s.%s_exclusive must be true or false, got %s', name, end_, tostring(strict))
+      end
+      if strict and v == nil then
+        recipe_error(path, 'params.%s.%s_exclusive needs a %s', name, end_, end_)
+      end
+    end
+    if p.min ~= nil and p.max ~= nil and
+       (p.min > p.max or (p.min == p.max and (p.min_exclusive or p.max_exclusive))) then
+      recipe_error(path, 'params.%s: min (%s) must be %s max (%s)', name, files.number(p.min),
+                   (p.min_exclusive or p.max_exclusive) and '<' or '<=', files.number(p.max))
+    end
     local ok, want = value_fits(p, p.default)
     if not ok then
       recipe_error(path, 'params.%s.default must be %s, got %s', name, want, tostring(p.default))
+    end
+    local in_range, rule = range_fits(name, M.bounds(r, name), p.default)
+    if not in_range then
+      recipe_error(path, 'params.%s.default is %s, but %s', name, files.number(p.default), rule)
+    end
+    for _, c in ipairs(p.choices or {}) do
+      in_range, rule = range_fits(name, M.bounds(r, name), c)
+      if not in_range then recipe_error(path, 'params.%s.choices: %s is outside the range: %s', name, tostring(c), rule) end
+    end
+  end
+  if r.presets ~= nil then
+    local names = table.concat(M.param_names(r), ', ')
+    for pname, preset in pairs(r.presets) do
+      if type(pname) ~= 'string' or not pname:match('^[%w_%-%.]+$') then
+        recipe_error(path, 'preset names must be strings of letters, digits, _ - . (got %s)', tostring(pname))
+      end
+      if type(preset) ~= 'table' then
+        recipe_error(path, 'presets.%s must be a table {param = value}, got %s', pname, type(preset))
+      end
+      for k, v in pairs(preset) do
+        local p = r.params[k]
+        if not p then
+          recipe_error(path, "presets.%s sets '%s', which is not a param (params: %s)", pname, tostring(k),
+                       names ~= '' and names or 'none')
+        end
+        local ok, want = value_fits(p, v)
+        if not ok then recipe_error(path, 'presets.%s.%s must be %s, got %s', pname, k, want, tostring(v)) end
+        local in_range, rule = range_fits(k, M.bounds(r, k), v)
+        if not in_range then recipe_error(path, 'presets.%s: %s', pname, rule) end
+      end
     end
   end
   if r.main_metric ~= nil then
@@ -229,9 +345,47 @@ function M.defaults(r)
   return p
 end
 
---- parse_value(recipe, key, text) -> the value of param `key` written as `text` on the
---- command line; raises a UsageError naming the valid keys, the expected type or choices.
-function M.parse_value(r, key, text)
+--- preset_names(recipe) -> the sorted list of preset names.
+function M.preset_names(r)
+  local names = {}
+  for name in pairs(r.presets or {}) do names[#names + 1] = name end
+  table.sort(names)
+  return names
+end
+
+--- preset(recipe, name) -> the preset's table {param = value}; raises a UsageError
+--- listing the known presets for an unknown name.
+function M.preset(r, name)
+  local p = type(name) == 'string' and r.presets and r.presets[name]
+  if p then return p end
+  local known = M.preset_names(r)
+  if #known > 0 then
+    M.usage_error("unknown preset '%s' for recipe %s (known: %s)", tostring(name), r.name, table.concat(known, ', '))
+  elseif r.params.preset then
+    M.usage_error("recipe %s has no presets (--preset); its param 'preset' is set with --set preset=%s",
+                  r.name, tostring(name))
+  end
+  M.usage_error("recipe %s has no presets (--preset %s)", r.name, tostring(name))
+end
+
+-- Text of a param value as --set reads it back.
+local function value_text(v)
+  return type(v) == 'number' and files.number(v) or tostring(v)
+end
+
+--- preset_text(recipe, name) -> "beta=0.25 epochs=60 ..." (the preset's values, sorted).
+function M.preset_text(r, name)
+  local preset, keys = M.preset(r, name), {}
+  for k in pairs(preset) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for i, k in ipairs(keys) do keys[i] = k .. '=' .. value_text(preset[k]) end
+  return table.concat(keys, ' ')
+end
+
+--- parse_value(recipe, key, text [, source]) -> the value of param `key` written as
+--- `text` on the command line; raises a UsageError naming the valid keys, the expected
+--- type or choices, or the range it breaks (prefixed by source, e.g. "--set epochs=-3").
+function M.parse_value(r, key, text, source)
   local spec = r.params[key]
   if not spec then
     local names = M.param_names(r)
@@ -262,6 +416,7 @@ function M.parse_value(r, key, text)
       M.usage_error("param '%s' must be one of %s, got '%s'", key, M.format_choices(spec.choices), text)
     end
   end
+  M.check_range(r, key, v, source or (key .. '=' .. text))
   return v
 end
 
@@ -269,13 +424,18 @@ end
 function M.parse_set(r, text)
   local key, value = tostring(text):match('^([^=]+)=(.*)$')
   if not key then M.usage_error("--set expects key=value, got '%s'", tostring(text)) end
-  return key, M.parse_value(r, key, value)
+  return key, M.parse_value(r, key, value, '--set ' .. tostring(text))
 end
 
---- resolve(recipe, overrides) -> params: the defaults with overrides ({name = value}
---- or a list of "k=v" strings) applied and checked.
-function M.resolve(r, overrides)
+--- resolve(recipe, overrides [, preset]) -> params: the defaults, then the named preset's
+--- values, then overrides ({name = value} or a list of "k=v" strings), each checked.
+function M.resolve(r, overrides, preset)
   local params = M.defaults(r)
+  if preset ~= nil then
+    for k, v in pairs(M.preset(r, preset)) do
+      params[k] = (r.params[k].type == 'number' and math.type(v) == 'integer') and v + 0.0 or v
+    end
+  end
   for k, v in pairs(overrides or {}) do
     if math.type(k) == 'integer' then
       local key, value = M.parse_set(r, v)
@@ -286,16 +446,18 @@ function M.resolve(r, overrides)
       if r.params[k].type == 'number' and math.type(v) == 'integer' then v = v + 0.0 end
       local ok, want = value_fits(r.params[k], v)
       if not ok then M.usage_error("param '%s' expects %s, got %s", k, want, tostring(v)) end
+      M.check_range(r, k, v, k .. '=' .. value_text(v))
       params[k] = v
     end
   end
   return params
 end
 
---- load(path [, overrides]) -> recipe, params. Loads and checks a recipe file; params
---- are its defaults with overrides applied. For poking at a recipe in the REPL:
+--- load(path [, overrides [, preset]]) -> recipe, params. Loads and checks a recipe
+--- file; params are its defaults with the preset and overrides applied. For poking at a
+--- recipe in the REPL:
 ---   r, p = ember.load_recipe('examples/tiny.lua'); state = r.build(p)
-function M.load(path, overrides)
+function M.load(path, overrides, preset)
   if type(path) ~= 'string' then
     error('load_recipe: path must be a string, got ' .. type(path), 2)
   end
@@ -306,7 +468,7 @@ function M.load(path, overrides)
   local ok, r = pcall(chunk)
   if not ok then error('recipe ' .. path .. ' raised an error while loading: ' .. tostring(r), 0) end
   M.validate(r, path)
-  return r, M.resolve(r, overrides)
+  return r, M.resolve(r, overrides, preset)
 end
 
 --- help_text(recipe) -> the params table for `ember run --help recipe.lua`.
@@ -316,6 +478,16 @@ function M.help_text(r)
   if r.main_metric then
     lines[#lines + 1] = string.format('main metric: %s (%s)', r.main_metric.name,
       r.main_metric.goal == 'min' and 'lower is better' or 'higher is better')
+  end
+  local presets = M.preset_names(r)
+  if #presets > 0 then
+    lines[#lines + 1] = ''
+    lines[#lines + 1] = 'presets (--preset name; applied over the defaults, before --set):'
+    local pw = 4
+    for _, n in ipairs(presets) do pw = math.max(pw, #n) end
+    for _, n in ipairs(presets) do
+      lines[#lines + 1] = string.format('  %-' .. pw .. 's  %s', n, M.preset_text(r, n))
+    end
   end
   lines[#lines + 1] = ''
   lines[#lines + 1] = 'params (--set name=value):'
@@ -327,6 +499,8 @@ function M.help_text(r)
     local default = type(p.default) == 'number' and files.number(p.default) or tostring(p.default)
     local line = string.format('  %-' .. width .. 's  %-7s  default %-10s  %s', n, p.type, default, p.help or '')
     if p.choices then line = line .. ' (one of ' .. M.format_choices(p.choices) .. ')' end
+    local range = M.range_text(M.bounds(r, n))
+    if range then line = line .. ' (' .. range .. ')' end
     lines[#lines + 1] = line
   end
   if #names == 0 then lines[#lines + 1] = '  (none)' end
@@ -573,17 +747,101 @@ local function read_config(dir)
 end
 
 -- Loads the recipe a run folder was made from: the original file, or the copy in the
--- folder when the original is gone.
+-- folder when the original is gone. Whether the original still matches the copy is
+-- checked before (M.recipe_change).
 local function load_run_recipe(dir, cfg, say)
   local path = cfg.recipe
   if not (path and files.exists(path)) then
     path = dir .. '/recipe.lua'
     if say then say('note: ' .. tostring(cfg.recipe) .. ' is gone; using the copy ' .. path) end
-  elseif say and files.read(path) ~= files.read(dir .. '/recipe.lua') and files.exists(dir .. '/recipe.lua') then
-    say('warning: ' .. path .. ' changed since this run started (the original is ' .. dir .. '/recipe.lua)')
   end
   local r = M.load(path)
   return r, path
+end
+
+-- The first line where texts a and b differ: its number, a's line and b's (nil past the end).
+local function first_difference(a, b)
+  local la, lb = {}, {}
+  for line in (a .. '\n'):gmatch('([^\n]*)\n') do la[#la + 1] = line end
+  for line in (b .. '\n'):gmatch('([^\n]*)\n') do lb[#lb + 1] = line end
+  for i = 1, math.max(#la, #lb) do
+    if la[i] ~= lb[i] then return i, la[i], lb[i] end
+  end
+  return 1, la[1], lb[1]
+end
+
+-- A source line for a message: trimmed, and cut to 60 characters around column `at`
+-- (where it differs from the other version), so that the difference shows.
+local function show_line(line, at)
+  if line == nil then return '(end of file)' end
+  local lead = #line:match('^%s*')
+  line = line:match('^%s*(.-)%s*$')
+  at = math.max(1, (at or 1) - lead)
+  if #line > 60 then
+    local from = math.max(1, math.min(at - 20, #line - 56))
+    line = (from > 1 and '...' or '') .. line:sub(from, from + 56) .. (from + 56 < #line and '...' or '')
+  end
+  return '`' .. line .. '`'
+end
+
+-- The first column where strings a and b differ.
+local function first_column(a, b)
+  a, b = a or '', b or ''
+  for i = 1, math.min(#a, #b) do
+    if a:byte(i) ~= b:byte(i) then return i end
+  end
+  return math.min(#a, #b) + 1
+end
+
+--- file_change(path, copy, what, holder) -> nil when the recipe file at path holds what
+--- its copy holds (or one of them is missing); else {path, copy, was, now, line, what,
+--- text}: the two texts, the first differing line, a sentence saying what changed since
+--- `what` ("run DIR") started, and that sentence with "; `holder` ("the run folder")
+--- keeps the original as COPY".
+function M.file_change(path, copy, what, holder)
+  if type(path) ~= 'string' or not files.exists(path) or not copy or not files.exists(copy) then return nil end
+  local now, was = files.read(path), files.read(copy)
+  if now == nil or was == nil or now == was then return nil end
+  local line, a, b = first_difference(was, now)
+  local col = first_column(a, b)
+  local said = string.format('recipe %s changed since %s started (first difference at line %d: was %s, now %s)',
+                             path, what, line, show_line(a, col), show_line(b, col))
+  return {path = path, copy = copy, was = was, now = now, line = line, what = said,
+          text = string.format('%s; %s keeps the original as %s', said, holder, copy)}
+end
+
+--- recipe_change(dir, cfg) -> nil when run DIR's recipe file still holds what the copy
+--- DIR/recipe.lua holds (or one of them is missing); else the change (see file_change).
+function M.recipe_change(dir, cfg)
+  return M.file_change(cfg.recipe, dir .. '/recipe.lua', 'run ' .. dir, 'the run folder')
+end
+
+--- keep_original(copy, text) -> the path COPY.orig-<n> (the first free n) now holding text.
+function M.keep_original(copy, text)
+  local n = 1
+  while files.exists(copy .. '.orig-' .. n) do n = n + 1 end
+  files.write_atomic(copy .. '.orig-' .. n, text)
+  return copy .. '.orig-' .. n
+end
+
+-- Accepts a changed recipe for a resumed run: keeps the old copy as recipe.lua.orig-<n>,
+-- makes the edited file the run's recipe.lua and records the change in config.lua.
+-- Returns the sentence to warn with.
+local function accept_recipe_change(dir, cfg, change, prev)
+  local kept = M.keep_original(change.copy, change.was)
+  files.write_atomic(change.copy, change.now)
+  cfg.recipe_changes = cfg.recipe_changes or {}
+  -- epoch and step: where the run stands (the interrupted run's result; the checkpoint's
+  -- progress replaces them once it is loaded)
+  cfg.recipe_changes[#cfg.recipe_changes + 1] = {
+    at = os.date('!%Y-%m-%dT%H:%M:%SZ'), line = change.line, kept = kept:match('[^/]+$'),
+    epoch = type(prev) == 'table' and prev.epoch or nil, step = type(prev) == 'table' and prev.step or nil,
+  }
+  files.write_lua(dir .. '/config.lua', cfg)
+  return string.format('WARNING: resuming with an edited recipe (--allow-changed-recipe): %s. From here ' ..
+                       'on the run trains with the edited file, so it is no longer one run bit for bit: ' ..
+                       '%s is now the edited recipe, the original is kept as %s, and config.lua ' ..
+                       'lists the change (recipe_changes).', change.what, change.copy, kept)
 end
 
 -- Checks that every saved param still exists in the recipe with a fitting value.
@@ -623,39 +881,58 @@ local function report_interrupt(dir, r, epochs, ckpt_path, say)
   return pr or {epoch = 0, step = 0}
 end
 
---- run(opts) -> exit status. opts: recipe (path), sets (list of "k=v"), out, seed,
---- threads, resume (run folder). 0 finished, 1 the recipe failed, 130 interrupted.
+--- run(opts) -> exit status. opts: recipe (path), sets (list of "k=v"), preset (name),
+--- out, seed, threads, resume (run folder), allow_changed_recipe (resume although the
+--- recipe file changed). 0 finished, 1 the recipe failed, 130 interrupted.
 --- Raises a UsageError for a bad command line.
 function M.run(opts)
   local wall_start = clock()
   local r, recipe_path, params, dir, cfg
   local resuming = opts.resume ~= nil
+  local change_warning -- set when an edited recipe is accepted on resume
   if resuming then
     dir = opts.resume:gsub('/+$', '')
     cfg = read_config(dir)
     if opts.sets and #opts.sets > 0 then
       M.usage_error('--resume takes the params from %s/config.lua; drop --set', dir)
     end
-    r, recipe_path = load_run_recipe(dir, cfg)
-    params = check_saved_params(r, cfg.params or {}, dir)
+    if opts.preset then
+      M.usage_error('--resume takes the params from %s/config.lua (preset %s); drop --preset', dir,
+                    tostring(cfg.preset or 'none'))
+    end
     local prev = files.read_lua(dir .. '/result.lua')
     if type(prev) == 'table' and prev.status == 'finished' then
       print(string.format('nothing to do: run %s already finished', dir))
       return 0
     end
+    local change = M.recipe_change(dir, cfg)
+    if change and not opts.allow_changed_recipe then
+      M.usage_error('%s.\nResuming would train on with the edited recipe, so the run would no longer ' ..
+                    'be one run bit for bit. Either restore the original (cp %s %s) and resume, or ' ..
+                    'accept the edit with `ember run --resume %s --allow-changed-recipe` (the edited ' ..
+                    'recipe becomes %s, the original is kept beside it as recipe.lua.orig-<n>), or start ' ..
+                    'a new run.', change.text, files.quote(change.copy), files.quote(change.path),
+                    files.quote(dir), change.copy)
+    end
+    r, recipe_path = load_run_recipe(dir, cfg)
+    params = check_saved_params(r, cfg.params or {}, dir)
+    if change then change_warning = accept_recipe_change(dir, cfg, change, prev) end
   else
+    if opts.allow_changed_recipe then
+      M.usage_error('--allow-changed-recipe goes with --resume DIR (a new run copies the recipe as it is)')
+    end
     if not opts.recipe then M.usage_error('missing the recipe file (ember run recipe.lua ...)') end
     if not files.exists(opts.recipe) then M.usage_error('cannot open recipe %s', opts.recipe) end
     recipe_path = files.absolute(opts.recipe)
     r = M.load(recipe_path)
-    params = M.resolve(r, opts.sets or {})
+    params = M.resolve(r, opts.sets or {}, opts.preset)
     dir = opts.out and opts.out:gsub('/+$', '') or default_run_dir(r.name)
     if files.exists(dir .. '/config.lua') then
       M.usage_error('%s already holds a run; continue it with `ember run --resume %s` or choose another --out',
                     dir, dir)
     end
     cfg = {
-      recipe = recipe_path, name = r.name, params = params,
+      recipe = recipe_path, name = r.name, params = params, preset = opts.preset,
       seed = opts.seed or 1,
       threads = opts.threads or (ember.get_num_threads and ember.get_num_threads()) or 1,
       ember_version = ember.version, git = git_revision(files.dirname(recipe_path)),
@@ -672,6 +949,10 @@ function M.run(opts)
   end
 
   local say, log_file = make_tee(dir .. '/log')
+  if change_warning then
+    io.stderr:write(change_warning, '\n')
+    log_file:write(change_warning, '\n')
+  end
   local old_print = print
   print = say -- the recipe's own prints go to the log too
   local pid = own_pid()
@@ -693,10 +974,13 @@ function M.run(opts)
   local ok, err = xpcall(function()
     if ember.set_num_threads then ember.set_num_threads(cfg.threads) end
     ember.manual_seed(cfg.seed)
+    local with_preset = cfg.preset and (', preset ' .. tostring(cfg.preset)) or ''
     if resuming then
-      say(string.format('resuming %s (recipe %s, seed %d, %d threads)', dir, r.name, cfg.seed, cfg.threads))
+      say(string.format('resuming %s (recipe %s%s, seed %d, %d threads)', dir, r.name, with_preset, cfg.seed,
+                        cfg.threads))
     else
-      say(string.format('run %s: recipe %s, seed %d, %d threads', dir, r.name, cfg.seed, cfg.threads))
+      say(string.format('run %s: recipe %s%s, seed %d, %d threads', dir, r.name, with_preset, cfg.seed, cfg.threads))
+      if cfg.preset then say(string.format('preset %s: %s', cfg.preset, M.preset_text(r, cfg.preset))) end
       local shown = {}
       for _, n in ipairs(M.param_names(r)) do
         local v = params[n]
@@ -727,6 +1011,11 @@ function M.run(opts)
       end
     elseif resuming then
       say('no checkpoint yet: starting from the beginning')
+    end
+    if change_warning then -- the accepted edit applies from this point of the run on
+      local entry = cfg.recipe_changes[#cfg.recipe_changes]
+      entry.epoch, entry.step = progress.epoch, progress.step
+      files.write_lua(dir .. '/config.lua', cfg)
     end
     local metrics = metrics_open(dir .. '/metrics.csv', step_mode and {'epoch', 'step'} or {'epoch'},
                                  progress.rows)
@@ -889,11 +1178,19 @@ function M.run(opts)
 end
 
 --- sample(opts) -> exit status. opts: dir (a run folder), n, out (a folder, or a file
---- name with an extension when the recipe writes one picture), seed.
+--- name with an extension when the recipe writes one picture), seed, allow_changed_recipe.
 function M.sample(opts)
   local dir = opts.dir and opts.dir:gsub('/+$', '')
   if not dir then M.usage_error('missing the run folder (ember sample DIR)') end
   local cfg = read_config(dir)
+  local change = M.recipe_change(dir, cfg)
+  if change and not opts.allow_changed_recipe then
+    M.usage_error('%s.\nThe samples would come from the edited recipe, not the one the checkpoint was ' ..
+                  'trained with. Either restore the original (cp %s %s), or accept the edit for these ' ..
+                  'samples with `ember sample %s --allow-changed-recipe` (noted in %s/log; the run folder ' ..
+                  'keeps its recipe.lua).', change.text, files.quote(change.copy), files.quote(change.path),
+                  files.quote(dir), dir)
+  end
   local r = load_run_recipe(dir, cfg, function(s) io.stderr:write(s, '\n') end)
   if not r.sample then M.usage_error('recipe %s has no sample function', r.name) end
   local ckpt_path = dir .. '/checkpoint'
@@ -919,6 +1216,18 @@ function M.sample(opts)
   end
   files.mkdir(out_dir)
   local n = opts.n or params.n_samples or 64
+  if change then
+    local warning = string.format('WARNING: sampling with an edited recipe (--allow-changed-recipe): %s. ' ..
+                                  'The samples in %s come from the edited file; %s (the recipe the ' ..
+                                  'checkpoint was trained with) stays as it is.', change.what, out or out_dir,
+                                  change.copy)
+    io.stderr:write(warning, '\n')
+    local log = io.open(dir .. '/log', 'ab')
+    if log then
+      log:write(os.date('!%Y-%m-%dT%H:%M:%SZ'), ' ember sample: ', warning, '\n')
+      log:close()
+    end
+  end
   in_eval_mode(state, r.sample, state, params, out_dir, n)
   local listing = io.popen('ls -1 ' .. files.quote(out_dir))
   local written = {}
@@ -945,6 +1254,8 @@ end
 --- from the checkpoint, for the REPL.
 function M.load_run(dir)
   local cfg = read_config(dir)
+  local change = M.recipe_change(dir, cfg)
+  if change then io.stderr:write('warning: loading with the edited recipe: ', change.text, '\n') end
   local r = load_run_recipe(dir, cfg)
   local params = check_saved_params(r, cfg.params or {}, dir)
   ember.manual_seed(cfg.seed or 1)

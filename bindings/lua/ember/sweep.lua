@@ -2,7 +2,8 @@
 -- `ember run` process, then a ranked summary.
 --
 -- A sweep folder DIR holds sweep.lua (the plan: recipe, fixed --set values, every run's
--- id, seed and params), jobs.txt (one shell line per unfinished run), runs/<id>/ (each
+-- id, seed and params), recipe.lua (a copy of the recipe: going on after the recipe file
+-- changed is refused unless --allow-changed-recipe), jobs.txt (one shell line per unfinished run), runs/<id>/ (each
 -- an ordinary run folder plus `output` (what the process printed) and `exit` (its exit
 -- status)), summary.md, summary.csv (configurations ranked by the main metric, mean and
 -- std over seeds, and the same for every other final metric), runs.csv (one row per run,
@@ -57,7 +58,7 @@ local function parse_grid(r, text)
   local key, list = text:match('^([^=]+)=(.+)$')
   if not key then usage_error("--grid expects name=v1,v2,..., got '%s'", text) end
   local values = {}
-  for item in list:gmatch('[^,]+') do values[#values + 1] = recipe.parse_value(r, key, item) end
+  for item in list:gmatch('[^,]+') do values[#values + 1] = recipe.parse_value(r, key, item, '--grid ' .. text) end
   return key, values
 end
 
@@ -74,7 +75,7 @@ local function parse_random_spec(r, text)
   for item in inner:gmatch('[^,]+') do args[#args + 1] = item:match('^%s*(.-)%s*$') end
   if kind == 'choice' then
     if #args == 0 then usage_error("%s: choice() needs at least one value", text) end
-    for i, a in ipairs(args) do args[i] = recipe.parse_value(r, key, a) end
+    for i, a in ipairs(args) do args[i] = recipe.parse_value(r, key, a, text) end
   elseif kind == 'uniform' or kind == 'loguniform' then
     if spec.type ~= 'number' and spec.type ~= 'integer' then
       usage_error("%s: param '%s' is a %s; uniform/loguniform need a number or integer param", text, key, spec.type)
@@ -84,6 +85,8 @@ local function parse_random_spec(r, text)
       usage_error("%s: %s(a,b) needs two numbers a <= b", text, kind)
     end
     if kind == 'loguniform' and a <= 0 then usage_error("%s: loguniform(a,b) needs 0 < a <= b", text) end
+    recipe.check_range(r, key, a, text) -- every draw lies within [a, b]: both ends must fit
+    recipe.check_range(r, key, b, text)
     args = {a, b}
   else
     usage_error("random spec '%s': unknown distribution '%s' (uniform, loguniform, choice)", text, kind)
@@ -121,6 +124,7 @@ end
 -- The text that identifies a plan (recipe, fixed values, runs and their params).
 local function plan_identity(plan)
   local parts = {plan.recipe}
+  if plan.preset then parts[#parts + 1] = 'preset=' .. plan.preset end
   for _, run in ipairs(plan.runs) do
     local keys = {}
     for k in pairs(run.params) do keys[#keys + 1] = k end
@@ -136,6 +140,7 @@ end
 --- params = the --set values plus the swept ones). Raises a UsageError for bad specs.
 function M.make_plan(recipe_path, opts, positional)
   local r = recipe.load(recipe_path)
+  if opts.preset then recipe.preset(r, opts.preset) end -- raises "unknown preset"
   local sets = {}
   for _, text in ipairs(opts.set or {}) do
     local k, v = recipe.parse_set(r, text)
@@ -198,7 +203,7 @@ function M.make_plan(recipe_path, opts, positional)
 
   local seeds = parse_seeds(opts.seeds)
   local plan = {recipe = files.absolute(recipe_path), name = r.name, main_metric = r.main_metric,
-                swept = swept_keys, sets = sets, seeds = seeds, runs = {}}
+                swept = swept_keys, sets = sets, preset = opts.preset, seeds = seeds, runs = {}}
   local width = #tostring(#configs)
   for ci, c in ipairs(configs) do
     local label = {string.format('c%0' .. width .. 'd', ci)}
@@ -250,13 +255,14 @@ end
 -- The shell line that runs (or resumes) one run and records its exit status, and the
 -- bare `ember run` command in it. The same line serves the local pool, GNU parallel and
 -- the Slurm array.
-local function job_line(bin, plan, run, dir, threads, resume, notify)
+local function job_line(bin, plan, run, dir, threads, resume, notify, allow_change)
   local q = files.quote
   local cmd
   if resume then
-    cmd = q(bin) .. ' run --resume ' .. q(dir)
+    cmd = q(bin) .. ' run --resume ' .. q(dir) .. (allow_change and ' --allow-changed-recipe' or '')
   else
     local parts = {q(bin), 'run', q(plan.recipe)}
+    if plan.preset then parts[#parts + 1] = '--preset ' .. q(plan.preset) end
     local keys = {}
     for k in pairs(run.params) do keys[#keys + 1] = k end
     table.sort(keys)
@@ -292,6 +298,29 @@ end
 local function is_ember_process(pid)
   local cmdline = files.read('/proc/' .. pid .. '/cmdline')
   return cmdline ~= nil and cmdline:find('ember', 1, true) ~= nil
+end
+
+-- Whether the recipe changed since sweep DIR started: compares plan.recipe with the
+-- sweep's copy DIR/recipe.lua (a folder from before that copy: with the copy of the first
+-- run folder that has one), then with the copy of every run that would be resumed.
+-- Returns the change (see recipe.file_change) or nil.
+local function sweep_recipe_change(dir, plan, resumed)
+  local copy = dir .. '/recipe.lua'
+  if not files.exists(copy) then
+    copy = nil
+    for _, run in ipairs(plan.runs) do
+      local c = dir .. '/runs/' .. run.id .. '/recipe.lua'
+      if files.exists(c) then copy = c break end
+    end
+  end
+  local change = recipe.file_change(plan.recipe, copy, 'sweep ' .. dir,
+                                    copy == dir .. '/recipe.lua' and 'the sweep folder' or 'its run folder')
+  if change then return change end
+  for _, rdir in ipairs(resumed) do
+    change = recipe.file_change(plan.recipe, rdir .. '/recipe.lua', 'run ' .. rdir, 'the run folder')
+    if change then return change end
+  end
+  return nil
 end
 
 -- Loads DIR/sweep.lua.
@@ -504,6 +533,7 @@ function M.collect(dir)
   local fixed = {}
   for k, v in pairs(plan.sets or {}) do fixed[#fixed + 1] = k .. '=' .. value_text(v) end
   table.sort(fixed)
+  if plan.preset then table.insert(fixed, 1, '--preset ' .. plan.preset) end
   if #fixed > 0 then md[#md + 1] = 'Fixed: ' .. table.concat(fixed, ' ') .. '.' end
   md[#md + 1] = ''
   local th = {'rank', 'config'}
@@ -754,12 +784,27 @@ function M.main(opts, positional)
     elseif state == 'failed' and not opts.retry_failed then
       failed = failed + 1
     else
-      local job = {run = run, dir = rdir, resume = state == 'resume', retry = state == 'failed'}
+      local job = {run = run, dir = rdir, resume = state == 'resume', retry = state == 'failed', item = item}
       if job.retry then item.what = 'retry' end
-      job.line, item.cmd = job_line(bin, plan, run, rdir, threads, job.resume)
       todo[#todo + 1] = job
     end
     listing[#listing + 1] = item
+  end
+
+  -- an edited recipe: refused, or (--allow-changed-recipe) accepted for what is left
+  local resumed = {}
+  for _, job in ipairs(todo) do if job.resume then resumed[#resumed + 1] = job.dir end end
+  local change = #todo > 0 and (old or #resumed > 0) and sweep_recipe_change(dir, plan, resumed) or nil
+  if change and not opts.allow_changed_recipe then
+    usage_error('%s.\nGoing on would resume %d interrupted and start %d new run(s) with the edited recipe, ' ..
+                'next to %d finished with the original, and rank them together. Either restore the original ' ..
+                '(cp %s %s), or accept the edit by running the same command with --allow-changed-recipe ' ..
+                '(the sweep folder then keeps the original as recipe.lua.orig-<n>; each resumed run too), ' ..
+                'or start a new sweep with another --out.', change.text, #resumed, #todo - #resumed, finished,
+                files.quote(change.copy), files.quote(change.path))
+  end
+  for _, job in ipairs(todo) do
+    job.line, job.item.cmd = job_line(bin, plan, job.run, job.dir, threads, job.resume, nil, change ~= nil)
   end
 
   local head = string.format('sweep %s: %d configuration(s) x %d seed(s) = %d runs, %d at a time, %d thread(s) each',
@@ -771,6 +816,10 @@ function M.main(opts, positional)
       print(string.format('  %-40s %-8s %s', item.run.id, item.what, item.cmd or ''))
     end
     print(string.format('%d to run, %d finished, %d failed', #todo, finished, failed))
+    if change then
+      print(string.format('WARNING (--allow-changed-recipe): %s; the runs left would use the edited recipe',
+                          change.text))
+    end
     return 0
   end
   if J * threads > ncores and not opts.emit then
@@ -779,6 +828,27 @@ function M.main(opts, positional)
 
   files.mkdir(dir .. '/runs')
   plan.created = old and old.created or os.date('!%Y-%m-%dT%H:%M:%SZ')
+  plan.recipe_changes = old and old.recipe_changes or nil
+  -- DIR/recipe.lua: the recipe the sweep's runs are made with
+  local copy = dir .. '/recipe.lua'
+  if change then
+    local kept = recipe.keep_original(copy, change.was)
+    files.write_atomic(copy, change.now)
+    plan.recipe_changes = plan.recipe_changes or {}
+    plan.recipe_changes[#plan.recipe_changes + 1] = {
+      at = os.date('!%Y-%m-%dT%H:%M:%SZ'), line = change.line, kept = kept:match('[^/]+$'),
+      finished = finished, resumed = #resumed, new = #todo - #resumed,
+    }
+    io.stderr:write(string.format('WARNING: going on with an edited recipe (--allow-changed-recipe): %s. ' ..
+                                  '%d interrupted run(s) resume and %d new one(s) start with the edited file, ' ..
+                                  'next to %d finished with the original, and the summary ranks them together. ' ..
+                                  '%s is now the edited recipe, the original is kept as %s, and sweep.lua ' ..
+                                  'lists the change (recipe_changes).\n', change.what, #resumed,
+                                  #todo - #resumed, finished, copy, kept))
+  elseif not files.exists(copy) then
+    local text = files.read(plan.recipe)
+    if text then files.write_atomic(copy, text) end
+  end
   files.write_lua(dir .. '/sweep.lua', plan)
   for _, job in ipairs(todo) do
     if job.retry then os.execute('rm -rf ' .. files.quote(job.dir)) end
@@ -834,7 +904,7 @@ function M.main(opts, positional)
   end
   local waker = open_waker(dir, me)
   for _, job in ipairs(todo) do
-    job.line = job_line(bin, plan, job.run, job.dir, threads, job.resume, waker and waker.path)
+    job.line = job_line(bin, plan, job.run, job.dir, threads, job.resume, waker and waker.path, change ~= nil)
   end
   local ok, err = pcall(run_pool, todo, J, #plan.runs, finished + failed, waker)
   close_waker(waker)
