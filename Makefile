@@ -15,11 +15,14 @@ made = $(if $(filter 1,$(V)),,@echo "  made $(1)")
 BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp
 DEPFLAGS = -MMD -MP
 CPPFLAGS += -Icore -Ibindings $(shell pkg-config --cflags lua5.4 2>/dev/null) \
-            -I/usr/include/x86_64-linux-gnu/openblas-openmp -I/usr/include/stb
+            -I/usr/include/x86_64-linux-gnu/openblas-openmp -I/usr/include/stb $(MPI_CFLAGS)
 LDFLAGS ?=
 CORE_LIBS = -lopenblas -lz -ljansson -lstb -lm -fopenmp
 LUA_LIBS  = $(shell pkg-config --libs lua5.4 2>/dev/null)
 EDIT_LIBS = $(shell pkg-config --libs libedit 2>/dev/null)
+# Open MPI for ember.dist (data-parallel training); unused at run time without mpirun.
+MPI_CFLAGS = $(shell pkg-config --cflags ompi-c 2>/dev/null)
+MPI_LIBS = $(shell pkg-config --libs ompi-c 2>/dev/null)
 EDIT_CFLAGS = $(shell pkg-config --cflags libedit 2>/dev/null)
 
 CORE_SRC = $(wildcard core/*.c)
@@ -31,7 +34,8 @@ TEST_C_SRC = $(wildcard tests/c/*.c)
 
 DEB_PACKAGES = build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-openmp-dev \
                libstb-dev zlib1g-dev libjansson-dev lua-busted libedit-dev tmux \
-               gnuplot-nox dataset-fashion-mnist slurm-wlm munge parallel
+               gnuplot-nox dataset-fashion-mnist slurm-wlm munge parallel \
+               libopenmpi-dev openmpi-bin
 
 .PHONY: all deps test test-slurm test-parallel run bench bench-peer sanitize clean fuzz data install uninstall
 
@@ -39,7 +43,7 @@ all: deps $(BUILD)/ember $(BUILD)/ember.so
 
 # ---- dependencies --------------------------------------------------------
 deps: $(BUILD)/.deps-ok
-$(BUILD)/.deps-ok: scripts/install_deps.sh
+$(BUILD)/.deps-ok: scripts/install_deps.sh Makefile
 	@sh scripts/install_deps.sh $(DEB_PACKAGES)
 	@mkdir -p $(BUILD) && touch $@
 
@@ -65,11 +69,11 @@ $(BUILD)/libember_core.a: $(CORE_OBJ)
 	$(call made,$@)
 
 $(BUILD)/ember.so: $(BIND_OBJ) $(BUILD)/libember_core.a
-	$(Q)$(CC) -shared -Wl,-z,nodelete -o $@.$$$$.tmp $(BIND_OBJ) $(BUILD)/libember_core.a $(LDFLAGS) $(CORE_LIBS) && mv -f $@.$$$$.tmp $@
+	$(Q)$(CC) -shared -Wl,-z,nodelete -o $@.$$$$.tmp $(BIND_OBJ) $(BUILD)/libember_core.a $(LDFLAGS) $(CORE_LIBS) $(MPI_LIBS) && mv -f $@.$$$$.tmp $@
 	$(call made,$@)
 
 $(BUILD)/ember: $(BUILD)/bindings/ember_main.o $(BIND_OBJ) $(BUILD)/libember_core.a
-	$(Q)$(CC) -o $@.$$$$.tmp $^ $(LDFLAGS) $(CORE_LIBS) $(LUA_LIBS) $(EDIT_LIBS) -Wl,-E && mv -f $@.$$$$.tmp $@
+	$(Q)$(CC) -o $@.$$$$.tmp $^ $(LDFLAGS) $(CORE_LIBS) $(LUA_LIBS) $(EDIT_LIBS) $(MPI_LIBS) -Wl,-E && mv -f $@.$$$$.tmp $@
 	$(call made,$@)
 
 $(BUILD)/test_core: $(TEST_C_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libember_core.a

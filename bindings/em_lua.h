@@ -56,5 +56,6 @@ void em_lua_open_io(lua_State *L, int module, int methods);    /* em_lua_io.c: c
 void em_lua_open_data(lua_State *L, int module, int methods);  /* em_lua_data.c: IDX, images */
 void em_lua_open_bench(lua_State *L, int module, int methods); /* em_lua_bench.c: timing probes */
 void em_lua_open_linalg(lua_State *L, int module, int methods); /* em_lua_linalg.c: eigen etc. */
+void em_lua_open_dist(lua_State *L, int module, int methods);   /* em_lua_dist.c: MPI */
 
 #endif

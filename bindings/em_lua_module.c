@@ -60,6 +60,7 @@ int luaopen_ember(lua_State *L) {
     em_lua_open_data(L, module, methods);
     em_lua_open_bench(L, module, methods);
     em_lua_open_linalg(L, module, methods);
+    em_lua_open_dist(L, module, methods);
     lua_setfield(L, module, "Tensor"); /* the methods table, for users' extensions */
     lua_pushliteral(L, EMBER_VERSION);
     lua_setfield(L, module, "version");

@@ -2,6 +2,8 @@
 #include "em_rng.h"
 
 #include <math.h>
+#include <stdbool.h>
+#include <string.h>
 
 #include "em_autograd.h"
 #include "em_tensor.h"
@@ -66,6 +68,49 @@ int em_rng_set_state(const uint64_t state[EM_RNG_STATE_WORDS]) {
 
 /* ---- random tensors -------------------------------------------------- */
 
+static struct {
+    int64_t global, offset, rows; /* rows == 0: no shard */
+} shard;
+
+int em_rng_set_shard(int64_t global_rows, int64_t offset, int64_t rows) {
+    if (rows == 0) {
+        shard.global = shard.offset = shard.rows = 0;
+        return EM_OK;
+    }
+    if (rows < 0 || offset < 0 || global_rows < 1 || offset + rows > global_rows)
+        return em_error_set("rng shard: rows %lld..%lld are not within a batch of %lld",
+                            (long long)offset + 1, (long long)(offset + rows),
+                            (long long)global_rows);
+    shard.global = global_rows;
+    shard.offset = offset;
+    shard.rows = rows;
+    return EM_OK;
+}
+
+/* Whether a tensor of this shape is one rank's rows of a sharded batch (and
+ * the global batch is larger: else it is drawn as it is). */
+static bool is_shard(int ndim, const int64_t *shape) {
+    return shard.rows > 0 && ndim >= 1 && shape[0] == shard.rows && shard.global > shard.rows;
+}
+
+/* The global batch's shape for a shard of this shape. */
+static void global_shape(int ndim, const int64_t *shape, int64_t *out) {
+    for (int i = 0; i < ndim; i++) out[i] = shape[i];
+    out[0] = shard.global;
+}
+
+/* A new tensor of shape holding rows [offset, offset + rows) of full. */
+static em_tensor *own_rows(em_tensor *full, int ndim, const int64_t *shape) {
+    em_tensor *t = full ? em_tensor_empty(ndim, shape) : NULL;
+    if (t) {
+        int64_t per_row = shard.rows ? t->numel / shard.rows : 0;
+        memcpy(t->storage->data, full->storage->data + shard.offset * per_row,
+               (size_t)t->numel * sizeof(float));
+    }
+    em_tensor_release(full);
+    return t;
+}
+
 /* A float from [lo, hi): a double draw within 2^-25 of the top rounds to hi
  * itself as a float, so that case steps back to the float below hi. */
 static float uniform_float(float lo, float hi) {
@@ -73,13 +118,24 @@ static float uniform_float(float lo, float hi) {
     return (v < hi || lo == hi) ? v : nextafterf(hi, lo);
 }
 
+static em_tensor *uniform_tensor(int ndim, const int64_t *shape, float lo, float hi) {
+    if (is_shard(ndim, shape)) {
+        int64_t g[EM_MAX_DIMS];
+        global_shape(ndim, shape, g);
+        return own_rows(uniform_tensor(ndim, g, lo, hi), ndim, shape);
+    }
+    em_tensor *c = em_tensor_empty(ndim, shape);
+    if (!c) return NULL;
+    float *d = c->storage->data;
+    for (int64_t i = 0; i < c->numel; i++) d[i] = uniform_float(lo, hi);
+    return c;
+}
+
 int em_uniform_(em_tensor *t, float lo, float hi) {
     if (em_check_inplace("uniform_", t)) return EM_ERR;
     if (!(lo <= hi)) return em_error_set("uniform_: low %g is greater than high %g", lo, hi);
-    em_tensor *c = em_tensor_empty(t->ndim, t->shape);
+    em_tensor *c = uniform_tensor(t->ndim, t->shape, lo, hi);
     if (!c) return EM_ERR;
-    float *d = c->storage->data;
-    for (int64_t i = 0; i < c->numel; i++) d[i] = uniform_float(lo, hi);
     int rc = em_copy_(t, c);
     em_tensor_release(c);
     return rc;
@@ -113,33 +169,35 @@ static void fill_normal(float *d, int64_t n, float mean, float std) {
     }
 }
 
+static em_tensor *normal_tensor(int ndim, const int64_t *shape, float mean, float std) {
+    if (is_shard(ndim, shape)) {
+        int64_t g[EM_MAX_DIMS];
+        global_shape(ndim, shape, g);
+        return own_rows(normal_tensor(ndim, g, mean, std), ndim, shape);
+    }
+    em_tensor *c = em_tensor_empty(ndim, shape);
+    if (c) fill_normal(c->storage->data, c->numel, mean, std);
+    return c;
+}
+
 int em_normal_(em_tensor *t, float mean, float std) {
     if (em_check_inplace("normal_", t)) return EM_ERR;
     if (!(std >= 0)) return em_error_set("normal_: std must be >= 0, got %g", std);
-    em_tensor *c = em_tensor_empty(t->ndim, t->shape);
+    em_tensor *c = normal_tensor(t->ndim, t->shape, mean, std);
     if (!c) return EM_ERR;
-    float *d = c->storage->data;
-    fill_normal(d, c->numel, mean, std);
     int rc = em_copy_(t, c);
     em_tensor_release(c);
     return rc;
 }
 
-em_tensor *em_rand(int ndim, const int64_t *shape) {
-    em_tensor *t = em_tensor_empty(ndim, shape);
-    if (t)
-        for (int64_t i = 0; i < t->numel; i++) t->storage->data[i] = uniform_float(0.0f, 1.0f);
-    return t;
-}
+em_tensor *em_rand(int ndim, const int64_t *shape) { return uniform_tensor(ndim, shape, 0.0f, 1.0f); }
 
 em_tensor *em_normal(int ndim, const int64_t *shape, float mean, float std) {
     if (!(std >= 0)) {
         em_error_set("normal: std must be >= 0, got %g", std);
         return NULL;
     }
-    em_tensor *t = em_tensor_empty(ndim, shape);
-    if (t) fill_normal(t->storage->data, t->numel, mean, std);
-    return t;
+    return normal_tensor(ndim, shape, mean, std);
 }
 
 em_tensor *em_randn(int ndim, const int64_t *shape) { return em_normal(ndim, shape, 0.0f, 1.0f); }
@@ -149,6 +207,11 @@ em_tensor *em_randint(int64_t low, int64_t high, int ndim, const int64_t *shape)
         em_error_set("randint: high %lld must be greater than low %lld", (long long)high,
                      (long long)low);
         return NULL;
+    }
+    if (is_shard(ndim, shape)) {
+        int64_t g[EM_MAX_DIMS];
+        global_shape(ndim, shape, g);
+        return own_rows(em_randint(low, high, ndim, g), ndim, shape);
     }
     em_tensor *t = em_tensor_empty(ndim, shape);
     if (t)
@@ -170,7 +233,14 @@ em_tensor *em_bernoulli(em_tensor *p) {
             em_error_set("bernoulli: probabilities must be in [0, 1], got %g", (double)q);
             return NULL;
         }
-        buf[i] = em_rng_uniform() < q ? 1.0f : 0.0f;
     }
+    /* a shard: the draws of the rows before and after this rank's are skipped */
+    int64_t per_row = is_shard(p->ndim, p->shape) ? t->numel / shard.rows : 0;
+    if (per_row)
+        for (int64_t i = 0; i < shard.offset * per_row; i++) (void)em_rng_u64();
+    for (int64_t i = 0; i < t->numel; i++) buf[i] = em_rng_uniform() < buf[i] ? 1.0f : 0.0f;
+    if (per_row)
+        for (int64_t i = (shard.offset + shard.rows) * per_row; i < shard.global * per_row; i++)
+            (void)em_rng_u64();
     return t;
 }

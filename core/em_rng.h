@@ -17,4 +17,13 @@ void em_rng_get_state(uint64_t state[EM_RNG_STATE_WORDS]);
 /* Fails (EM_ERR) on the all-zero state, which xoshiro cannot leave. */
 int em_rng_set_state(const uint64_t state[EM_RNG_STATE_WORDS]);
 
+/* Data-parallel draws. While a shard is set, a random tensor whose first dim
+ * is `rows` (this rank's rows of a global batch of `global_rows`) is drawn as
+ * the whole global batch would be, and rows [offset, offset + rows) are kept:
+ * every rank then consumes the generator alike and gets the very numbers one
+ * process would give those rows (reparameterization noise, dropout masks,
+ * binarization). Tensors of any other first dim are drawn whole, the same on
+ * every rank. rows = 0 ends the shard. */
+int em_rng_set_shard(int64_t global_rows, int64_t offset, int64_t rows);
+
 #endif

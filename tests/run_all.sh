@@ -55,7 +55,7 @@ fi
 # munged/slurmctld/slurmd) and GNU parallel; and `make install` into a scratch prefix.
 # Skipped under the sanitizer build (its programs need the sanitizer runtime preloaded).
 if [ -z "$EMBER_SANITIZE" ]; then
-    for t in tests/slurm/run_slurm_test.sh tests/parallel/run_parallel_test.sh tests/install/run_install_test.sh; do
+    for t in tests/slurm/run_slurm_test.sh tests/parallel/run_parallel_test.sh tests/install/run_install_test.sh tests/dist/run_dist_test.sh; do
         [ -f "$t" ] || continue
         echo "== $t"
         sh "$t" "$ROOT/$BUILD/ember" > "$LOG/cluster.log" 2>&1 || status=1

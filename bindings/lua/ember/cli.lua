@@ -8,7 +8,7 @@ local M = {}
 local USAGE = {
   run = [[
 usage: ember run RECIPE.lua [--preset NAME] [--set name=value]... [--out DIR] [--seed N]
-                 [--threads N]
+                 [--threads N] [--nproc N]
        ember run --resume DIR [--allow-changed-recipe]
        ember run --help RECIPE.lua      (lists the recipe's presets and params)
 
@@ -20,7 +20,12 @@ config.lua, metrics.csv, log, checkpoint, result.lua, recipe.lua (a copy) and sa
                      choices and range (min/max)
   --out DIR          the run folder (must not hold a run already)
   --seed N           seed of the random generator (default 1)
-  --threads N        threads for this run (default: ember's default)
+  --threads N        threads for this run (default: ember's default; with --nproc, per
+                     rank: the cores divided among the ranks)
+  --nproc N          data-parallel over N processes on this machine (starts mpirun; the
+                     same as `mpirun -n N ember run ...`): each takes its share of every
+                     batch, gradients are averaged before each optimizer step, rank 0
+                     writes the run folder
   --resume DIR       continue an interrupted run exactly where its checkpoint stopped;
                      refused when the recipe file changed since the run started
   --allow-changed-recipe
@@ -77,6 +82,7 @@ Re-running the same command skips finished runs and resumes interrupted ones.]],
 local OPTIONS = {
   run = {['--set'] = 'list', ['--preset'] = 'value', ['--out'] = 'value', ['--seed'] = 'integer0',
          ['--threads'] = 'integer', ['--resume'] = 'value', ['--allow-changed-recipe'] = 'flag',
+         ['--nproc'] = 'integer',
          ['--help'] = 'flag', ['-h'] = 'flag'},
   sample = {['--n'] = 'integer', ['--out'] = 'value', ['--seed'] = 'integer0',
             ['--allow-changed-recipe'] = 'flag', ['--help'] = 'flag', ['-h'] = 'flag'},
@@ -139,6 +145,44 @@ function M.parse(command, args)
   return opts, positional
 end
 
+-- The number of cores of this machine.
+local function cores()
+  local p = io.popen('nproc 2>/dev/null')
+  local n = p and math.tointeger(tonumber(p:read('l') or ''))
+  if p then p:close() end
+  return n or 1
+end
+
+-- `ember run ... --nproc N`: the same command under mpirun with N ranks (threads split
+-- between them unless --threads says otherwise). Returns mpirun's exit status.
+local function run_under_mpirun(args, n, opts)
+  local files = recipe.files
+  if require('ember.dist').launched() then
+    recipe.usage_error('--nproc starts the ranks itself; under mpirun or srun, drop it')
+  end
+  if not os.execute('command -v mpirun >/dev/null 2>&1') then
+    recipe.usage_error('--nproc needs mpirun (Debian package openmpi-bin; `make deps` installs it)')
+  end
+  local rest, i = {}, 1
+  while i <= #args do -- the arguments without --nproc
+    local a = args[i]
+    if a == '--nproc' then i = i + 1
+    elseif not a:match('^%-%-nproc=') then rest[#rest + 1] = files.quote(a) end
+    i = i + 1
+  end
+  if not opts.threads and not opts.resume then
+    rest[#rest + 1] = '--threads ' .. math.max(1, cores() // n)
+  end
+  local cmd = {'mpirun', '-n', tostring(n), '--oversubscribe', '--bind-to', 'none'}
+  local uid = io.popen('id -u'):read('l')
+  if uid == '0' then cmd[#cmd + 1] = '--allow-run-as-root' end
+  cmd[#cmd + 1] = files.quote(recipe.ember_bin())
+  cmd[#cmd + 1] = 'run'
+  local ok, how, code = os.execute(table.concat(cmd, ' ') .. ' ' .. table.concat(rest, ' '))
+  if how == 'signal' then return 128 + code end
+  return ok and 0 or code
+end
+
 -- `ember run ...`
 local function cmd_run(args)
   local opts, pos = M.parse('run', args)
@@ -158,6 +202,7 @@ local function cmd_run(args)
   if not opts.resume and not pos[1] then
     recipe.usage_error('missing the recipe file (see ember run --help)')
   end
+  if opts.nproc then return run_under_mpirun(args, opts.nproc, opts) end
   return recipe.run{recipe = pos[1], sets = opts.set, preset = opts.preset, out = opts.out, seed = opts.seed,
                     threads = opts.threads, resume = opts.resume,
                     allow_changed_recipe = opts.allow_changed_recipe}

@@ -394,7 +394,12 @@ local DataLoader = { __name = 'DataLoader' }
 DataLoader.__index = DataLoader
 
 --- data.DataLoader(ds, {batch_size=1, shuffle=false, drop_last=false, seed=nil,
----   transform=fn(x) -> x, target_transform=fn(y) -> y})
+---   transform=fn(x) -> x, target_transform=fn(y) -> y, shard=shuffle})
+-- In a data-parallel run (ember.dist.data_parallel), a loader with shard (by default:
+-- one that shuffles, a training loader) gives each rank its rows of every global
+-- batch: the same permutation on every rank, disjoint near-equal slices (the batch
+-- index and count stay the global ones). A loader that does not shuffle gives every
+-- rank whole batches (evaluation).
 function data.DataLoader(ds, opts)
   local n = data.size(ds, 'DataLoader')
   opts = check_opts('DataLoader', opts, 2)
@@ -408,8 +413,13 @@ function data.DataLoader(ds, opts)
   if type(ds.get) ~= 'function' and not ds._source then
     fail('DataLoader', 'the dataset must have a get(self, i) method')
   end
+  if opts.shard ~= nil and type(opts.shard) ~= 'boolean' then
+    fail('DataLoader', ('shard must be a boolean, got %s'):format(typename(opts.shard)))
+  end
+  local shard = opts.shard
+  if shard == nil then shard = opts.shuffle and true or false end
   return setmetatable({
-    dataset = ds, n = n, batch_size = bs, shuffle = opts.shuffle and true or false,
+    dataset = ds, n = n, batch_size = bs, shuffle = opts.shuffle and true or false, shard = shard,
     drop_last = opts.drop_last and true or false, seed = opts.seed, epoch = 0,
     transform = opts.transform, target_transform = opts.target_transform,
   }, DataLoader)
@@ -464,9 +474,12 @@ function DataLoader:iter()
     elseif not rows then rows = ember.arange(n) end
   end
   local transform, target_transform = self.transform, self.target_transform
+  local dist = self.shard and package.loaded['ember.dist']
+  if dist and not dist.is_data_parallel() then dist = nil end
   local b = 0
   return function()
     b = b + 1
+    if dist then dist.end_shard() end
     if b > batches then return nil end
     local first = (b - 1) * bs
     local count = math.min(bs, n - first)
@@ -479,6 +492,9 @@ function DataLoader:iter()
     end
     if transform then x = transform(x) end
     if target_transform and y ~= nil then y = target_transform(y) end
+    if dist then
+      if y ~= nil then x, y = dist.shard(x, y) else x = dist.shard(x) end
+    end
     return x, y, b
   end
 end

@@ -168,6 +168,14 @@ local function serialize(v, indent, out)
   end
 end
 
+--- files.lua_text(value) -> the text write_lua writes ("return {...}"): load it with
+--- load(text, 'value', 't', {}).
+function files.lua_text(value)
+  local out = {'return '}
+  serialize(value, '', out)
+  return table.concat(out)
+end
+
 --- files.write_lua(path, value): writes `return <value>` atomically (tables of numbers,
 --- strings, booleans).
 function files.write_lua(path, value)

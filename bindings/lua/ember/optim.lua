@@ -191,6 +191,10 @@ end
 -- on_nonfinite = 'skip', no update and a false return (opt.skipped_steps
 -- counts them; loss scaling in mixed precision works this way).
 function Optimizer:step()
+  -- data-parallel (ember.dist): every rank first gets the gradients averaged over the
+  -- ranks, so all apply the same update (and agree on refusing a non-finite one)
+  local dist = package.loaded['ember.dist']
+  if dist and dist.is_data_parallel() then dist.average_gradients_(self.params) end
   local bad, count = K.first_nonfinite_grad(self.params)
   if bad then
     if self.on_nonfinite == 'skip' then

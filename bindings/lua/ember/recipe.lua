@@ -618,7 +618,7 @@ local function load_checkpoint(path) return ember.load(path) end
 
 -- The log function handed to train_epoch / train_step: log{name = number or tensor}
 -- adds values to the running means of the current metrics row. log.dir is the run folder.
-local function new_logger(dir)
+local function new_logger(dir, dist)
   local acc = {sums = {}, counts = {}}
   local log = {dir = dir}
   setmetatable(log, {__call = function(_, values, value)
@@ -626,12 +626,19 @@ local function new_logger(dir)
     if type(values) ~= 'table' then
       error('log: expected a table {name = value}, got ' .. type(values), 2)
     end
+    local numbers = {}
     for k, v in pairs(values) do
       if is_tensor(v) then v = v:item() end
       if type(k) ~= 'string' or type(v) ~= 'number' then
         error(string.format('log: %s must be a number or a one-element tensor, got %s',
               tostring(k), type(v)), 2)
       end
+      numbers[k] = v
+    end
+    -- data-parallel: the value of the global batch, the ranks' values weighted by their
+    -- shares (every rank logs the same names at the same points: one small all-reduce)
+    if dist then numbers = dist.average_values(numbers) end
+    for k, v in pairs(numbers) do
       acc.sums[k] = (acc.sums[k] or 0) + v
       acc.counts[k] = (acc.counts[k] or 0) + 1
     end
@@ -889,6 +896,17 @@ function M.run(opts)
   local wall_start = clock()
   local r, recipe_path, params, dir, cfg
   local resuming = opts.resume ~= nil
+  -- Data-parallel when an MPI launcher started this process (`ember run --nproc N`,
+  -- mpirun, srun): every rank runs the recipe on its shard of each batch; rank 0 (the
+  -- leader) alone writes the run folder.
+  local dist = require 'ember.dist'
+  local parallel = dist.launched()
+  local rank, world = 0, 1
+  if parallel then
+    rank, world = dist.init()
+    dist.data_parallel(true)
+  end
+  local leader = rank == 0
   local change_warning -- set when an edited recipe is accepted on resume
   if resuming then
     dir = opts.resume:gsub('/+$', '')
@@ -916,7 +934,7 @@ function M.run(opts)
     end
     r, recipe_path = load_run_recipe(dir, cfg)
     params = check_saved_params(r, cfg.params or {}, dir)
-    if change then change_warning = accept_recipe_change(dir, cfg, change, prev) end
+    if change and leader then change_warning = accept_recipe_change(dir, cfg, change, prev) end
   else
     if opts.allow_changed_recipe then
       M.usage_error('--allow-changed-recipe goes with --resume DIR (a new run copies the recipe as it is)')
@@ -927,6 +945,7 @@ function M.run(opts)
     r = M.load(recipe_path)
     params = M.resolve(r, opts.sets or {}, opts.preset)
     dir = opts.out and opts.out:gsub('/+$', '') or default_run_dir(r.name)
+    if parallel and not opts.out then dir = dist.broadcast(dir) end -- the leader's choice
     if files.exists(dir .. '/config.lua') then
       M.usage_error('%s already holds a run; continue it with `ember run --resume %s` or choose another --out',
                     dir, dir)
@@ -938,25 +957,37 @@ function M.run(opts)
       ember_version = ember.version, git = git_revision(files.dirname(recipe_path)),
       started = os.date('!%Y-%m-%dT%H:%M:%SZ'), mode = r.train_step and 'step' or 'epoch',
     }
-    files.mkdir(dir)
-    files.write_lua(dir .. '/config.lua', cfg)
-    local src = files.read(recipe_path)
-    if src then files.write_atomic(dir .. '/recipe.lua', src) end
+    if parallel then
+      cfg.world_size = world
+      dist.barrier() -- every rank has checked the folder before the leader fills it
+    end
+    if leader then
+      files.mkdir(dir)
+      files.write_lua(dir .. '/config.lua', cfg)
+      local src = files.read(recipe_path)
+      if src then files.write_atomic(dir .. '/recipe.lua', src) end
+    end
+    if parallel then dist.barrier() end
   end
   if opts.threads and resuming and opts.threads ~= cfg.threads then
     M.usage_error('run %s was made with %d threads; resume it with the same count (the loss ' ..
                   'curve is reproducible only at the same thread count)', dir, cfg.threads)
   end
 
-  local say, log_file = make_tee(dir .. '/log')
-  if change_warning then
+  local say, log_file
+  if leader then
+    say, log_file = make_tee(dir .. '/log')
+  else -- the other ranks stay silent: the leader speaks for the run
+    say = function() end
+  end
+  if change_warning and leader then
     io.stderr:write(change_warning, '\n')
     log_file:write(change_warning, '\n')
   end
   local old_print = print
   print = say -- the recipe's own prints go to the log too
   local pid = own_pid()
-  if pid then files.write_atomic(dir .. '/pid', tostring(pid) .. '\n') end
+  if pid and leader then files.write_atomic(dir .. '/pid', tostring(pid) .. '\n') end
   local ckpt_path = dir .. '/checkpoint'
   local epochs = params.epochs or 1
   local status, message
@@ -966,6 +997,8 @@ function M.run(opts)
   local function finish(res)
     print = old_print
     res.seconds = clock() - wall_start
+    if not leader then return end
+    if parallel then res.world_size = world end
     files.write_lua(dir .. '/result.lua', res)
     os.remove(dir .. '/pid')
     if io.type(log_file) == 'file' then log_file:close() end
@@ -979,7 +1012,8 @@ function M.run(opts)
       say(string.format('resuming %s (recipe %s%s, seed %d, %d threads)', dir, r.name, with_preset, cfg.seed,
                         cfg.threads))
     else
-      say(string.format('run %s: recipe %s%s, seed %d, %d threads', dir, r.name, with_preset, cfg.seed, cfg.threads))
+      say(string.format('run %s: recipe %s%s, seed %d, %d threads%s', dir, r.name, with_preset, cfg.seed,
+                        cfg.threads, parallel and string.format(' per rank, %d ranks (data-parallel)', world) or ''))
       if cfg.preset then say(string.format('preset %s: %s', cfg.preset, M.preset_text(r, cfg.preset))) end
       local shown = {}
       for _, n in ipairs(M.param_names(r)) do
@@ -990,12 +1024,23 @@ function M.run(opts)
     end
     local state = r.build(params)
     local data = r.data and r.data(params) or {}
+    if parallel then
+      local batch = params.batch or params.batch_size
+      if math.type(batch) == 'integer' and batch < world then
+        error(string.format('data-parallel: the batch of %d rows cannot be split over %d ranks ' ..
+                            '(each needs at least one row); use fewer ranks or a larger batch', batch, world), 0)
+      end
+    end
     local step_mode = r.train_step ~= nil
+    -- step mode, data-parallel: the runner takes each rank's rows of data.train's
+    -- batches, unless data.train is a loader that does so itself
+    local runner_shards = parallel and step_mode and
+      not (type(data.train) == 'table' and data.train.shard == true and type(data.train.iter) == 'function')
     local log_every = params.log_every or 1
     local ckpt_every = params.checkpoint_every
     local progress = {epoch = 0, step = 0, epoch_step = 0, rows = 0}
     local rng_epoch_start
-    local log, take, acc = new_logger(dir)
+    local log, take, acc = new_logger(dir, parallel and dist or nil)
 
     local saved = resuming and files.exists(ckpt_path) and load_checkpoint(ckpt_path) or nil
     if saved then
@@ -1017,13 +1062,26 @@ function M.run(opts)
       entry.epoch, entry.step = progress.epoch, progress.step
       files.write_lua(dir .. '/config.lua', cfg)
     end
-    local metrics = metrics_open(dir .. '/metrics.csv', step_mode and {'epoch', 'step'} or {'epoch'},
-                                 progress.rows)
+    if parallel then
+      -- every rank starts from the leader's weights (they agree already when each built
+      -- them from the same seed or restored the same checkpoint: this makes it certain)
+      for _, m in ipairs(modules_of(state)) do
+        if type(m.parameters) == 'function' then dist.broadcast_module_(m) end
+      end
+    end
+    local metrics
+    if leader then
+      metrics = metrics_open(dir .. '/metrics.csv', step_mode and {'epoch', 'step'} or {'epoch'},
+                             progress.rows)
+    else -- counts the rows the leader writes, so every rank's progress agrees
+      metrics = {count = progress.rows, write = function(self) self.count = self.count + 1 return self.count end}
+    end
     local last_eval = saved and saved.last_eval or {}
 
     -- Saves the checkpoint for the current progress; rng is the generator state that
     -- belongs to that progress (default: the current one).
     local function checkpoint(rng)
+      if not leader then return end
       save_checkpoint(ckpt_path, {
         format = 'ember-run', progress = progress, state = M.snapshot(r, state),
         rng = rng or ember.get_rng_state(), rng_epoch_start = rng_epoch_start,
@@ -1073,9 +1131,11 @@ function M.run(opts)
             local batch = next_batch()
             if batch == nil then break end
             local step = progress.step + 1
+            if runner_shards then batch = dist.shard(batch) end -- this rank's rows of the global batch
             failing_at = string.format('step %d (epoch %d)', step, epoch)
             r.train_step(state, batch, step, log)
             failing_at = nil
+            if parallel then dist.end_shard() end
             progress.step, progress.epoch_step = step, progress.epoch_step + 1
             if step % log_every == 0 then
               local row = take()
@@ -1120,7 +1180,7 @@ function M.run(opts)
         if not ckpt_every or ckpt_every <= 0 or epoch % ckpt_every == 0 or epoch == epochs then checkpoint() end
       end
     end
-    if r.sample then
+    if r.sample and leader then
       local out_dir = dir .. '/samples'
       files.mkdir(out_dir)
       in_eval_mode(state, r.sample, state, params, out_dir, params.n_samples or 64)
@@ -1145,10 +1205,15 @@ function M.run(opts)
 
   if ok then
     finish(status)
+    if parallel then -- all ranks are done with the communicator
+      dist.barrier()
+      dist.finalize()
+    end
     return 0
   end
   if M.is_usage_error(err) then
     finish({status = 'failed', error = err.msg})
+    if parallel then dist.abort(2) end
     error(err, 0)
   end
   if is_interrupt(err) then
@@ -1171,9 +1236,21 @@ function M.run(opts)
   end
   message = tostring(err)
   if failing_at then message = 'at ' .. failing_at .. ': ' .. message end
-  log_file:write('error: ', message, '\n')
-  io.stderr:write('ember run: error in recipe ', r.name, ': ', message, '\n')
+  if log_file then log_file:write('error: ', message, '\n') end
+  io.stderr:write('ember run: error in recipe ', r.name, parallel and string.format(' (rank %d of %d)', rank, world) or '',
+                  ': ', message, '\n')
   finish({status = 'failed', error = message:match('^[^\n]*')})
+  -- the other ranks may be waiting for this one in a collective: end them all now
+  -- (a rank other than the leader first gives the leader, failing alike, 2 s to
+  -- write result.lua: the abort ends every rank at once)
+  if parallel then
+    io.stderr:flush()
+    if not leader then
+      local t0 = clock()
+      while clock() - t0 < 2 do end
+    end
+    dist.abort(1)
+  end
   return 1
 end
 

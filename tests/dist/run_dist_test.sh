@@ -1,0 +1,127 @@
+#!/bin/sh
+# run_dist_test.sh [EMBER] — data-parallel training over MPI (ember.dist) on this machine:
+#  - the communicator's collectives under mpirun -n 2;
+#  - equivalence: the B1 VAE for 200 steps (tests/dist/b1_steps.lua) on 1 process and on
+#    2 (`--nproc 2`, and plain `mpirun -n 2 ember run`) gives the same loss at every step
+#    within 1e-4 relative, and the same final weights within 1e-4;
+#  - a global batch that does not divide by the ranks (near-equal shards, weighted);
+#  - bad use refused with a clear message;
+#  - killing one of two ranks ends the other within 60 s, naming the lost rank, and
+#    `ember run --resume` continues from the last checkpoint.
+# Ends with "N passed, M failed".
+EMBER=${1:-build/ember}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "ok - $1"; }
+not_ok() { fail=$((fail + 1)); echo "not ok - $1"; }
+check() { name=$1; shift; if "$@"; then ok "$name"; else not_ok "$name"; fi; }
+contains() { case "$1" in *"$2"*) return 0 ;; esac; return 1; }
+T=$(mktemp -d /tmp/ember-dist.XXXXXX)
+trap 'if [ "$fail" -eq 0 ]; then rm -rf "$T"; else echo "--- files kept in $T"; fi' EXIT
+cd "$T" || exit 1
+MPIRUN="mpirun --oversubscribe --bind-to none"
+[ "$(id -u)" = 0 ] && MPIRUN="$MPIRUN --allow-run-as-root"
+B1="$ROOT/tests/dist/b1_steps.lua"
+
+# ---- the communicator
+cat > coll.lua <<'LUA'
+local d = ember.dist
+local r, n = d.init()
+local t = ember.full({5}, r + 1); d.all_reduce_(t, {op = 'mean'})
+local m = ember.full({2}, r); d.all_reduce_(m, {op = 'max'})
+local g = d.gather({rank = r})
+local b = ember.full({3}, r * 10); d.broadcast_(b, n - 1) -- from the last rank
+local s = d.broadcast('from ' .. r)
+local a1, a2 = ember.full({1000}, r + 1), ember.full({10}, 2 * (r + 1))
+ember._dist.all_reduce_buckets_({a1, a2}, 0.5, 4096) -- a bucket smaller than a1: in place
+local v = d.average_values({loss = r + 1})
+print(string.format('rank %d/%d mean %g max %g gather %s%s bcast %g %s buckets %g %g avg %g', r, n,
+  t[1], m[1], tostring(g[1].rank), tostring(g[2] and g[2].rank), b[1], s, a1[1], a2[10], v.loss))
+d.finalize()
+LUA
+out=$($MPIRUN -n 2 "$EMBER" coll.lua 2>&1)
+check "collectives on 2 ranks ($(echo "$out" | head -1))" test "$(echo "$out" | grep -c 'mean 1.5 max 1 gather 01 bcast 10 from 0 buckets 1.5 3 avg 1.5')" -eq 2
+out=$("$EMBER" coll.lua 2>&1)
+check "the same calls without mpirun: one rank, no MPI ($out)" contains "$out" 'rank 0/1 mean 1 max 0 gather 0nil bcast 0 from 0 buckets 0.5 1 avg 1'
+
+# ---- equivalence, 200 steps of B1
+"$EMBER" run "$B1" --threads 1 --out one > one.out 2>&1
+check "B1 on one process" test $? -eq 0
+"$EMBER" run "$B1" --nproc 2 --out two > two.out 2>&1
+check "B1 with --nproc 2" test $? -eq 0
+$MPIRUN -n 2 "$EMBER" run "$B1" --threads 1 --out mpi > mpi.out 2>&1
+check "B1 under mpirun -n 2" test $? -eq 0
+check "only rank 0 writes: one log, one result" contains "$(cat two/result.lua)" 'world_size = 2'
+cat > compare.lua <<'LUA'
+local files = require 'ember.files'
+local a, b = arg[1], arg[2]
+local _, r1 = files.read_csv(a .. '/metrics.csv')
+local _, r2 = files.read_csv(b .. '/metrics.csv')
+local steps, worst = 0, 0
+for i = 1, math.max(#r1, #r2) do
+  local x, y = r1[i] and r1[i].loss, r2[i] and r2[i].loss
+  if (x == nil) ~= (y == nil) then print('rows differ at ' .. i) os.exit(1) end
+  if x then steps = steps + 1; worst = math.max(worst, math.abs(x - y) / math.abs(x)) end
+end
+local wa, wb = ember.load(a .. '/checkpoint').state.model, ember.load(b .. '/checkpoint').state.model
+local wdiff = 0
+for k, v in pairs(wa) do wdiff = math.max(wdiff, (v - wb[k]):abs():max():item()) end
+print(string.format('%d steps, worst relative loss difference %.3g, largest weight difference %.3g', steps, worst, wdiff))
+os.exit(steps == 200 and worst <= 1e-4 and wdiff <= 1e-4 and 0 or 1)
+LUA
+out=$("$EMBER" compare.lua one two 2>&1)
+check "1 vs 2 ranks: the same loss curve and weights ($out)" test $? -eq 0
+out=$("$EMBER" compare.lua one mpi 2>&1)
+check "1 rank vs mpirun -n 2: the same ($out)" test $? -eq 0
+
+# ---- a batch that does not divide by the ranks: near-equal shards, weighted by size
+"$EMBER" run "$B1" --threads 1 --set steps=20 --set batch=50 --out odd1 > odd1.out 2>&1
+"$EMBER" run "$B1" --nproc 3 --set steps=20 --set batch=50 --out odd3 > odd3.out 2>&1
+check "--nproc 3 runs a batch of 50 (17 + 17 + 16 rows)" test $? -eq 0
+cat > compare20.lua <<'LUA'
+local files = require 'ember.files'
+local _, r1 = files.read_csv(arg[1] .. '/metrics.csv')
+local _, r2 = files.read_csv(arg[2] .. '/metrics.csv')
+local worst = 0
+for i = 1, #r1 do if r1[i].loss then worst = math.max(worst, math.abs(r1[i].loss - r2[i].loss) / r1[i].loss) end end
+print(string.format('worst relative difference %.3g over %d rows', worst, #r1))
+os.exit(#r1 == #r2 and #r1 > 0 and worst <= 1e-4 and 0 or 1)
+LUA
+out=$("$EMBER" compare20.lua odd1 odd3 2>&1)
+check "... and gives the one-process loss curve ($out)" test $? -eq 0
+
+# ---- bad use
+out=$("$EMBER" run "$B1" --nproc 0 --out bad0 2>&1); code=$?
+check "--nproc 0 is refused ($out)" sh -c '[ "$1" -eq 2 ] && case "$2" in *"--nproc expects a whole number >= 1, got 0"*) ;; *) exit 1 ;; esac' - "$code" "$out"
+out=$("$EMBER" run "$B1" --nproc 3 --set batch=2 --set steps=2 --out bad3 2>&1); code=$?
+check "--nproc larger than the batch is refused ($code)" sh -c '[ "$1" -ne 0 ] && case "$2" in *"the batch of 2 rows cannot be split over 3 ranks"*) ;; *) exit 1 ;; esac' - "$code" "$out"
+out=$($MPIRUN -n 2 "$EMBER" run "$B1" --nproc 2 --out bad4 2>&1); code=$?
+check "--nproc under mpirun is refused" sh -c '[ "$1" -ne 0 ] && case "$2" in *"--nproc starts the ranks itself"*) ;; *) exit 1 ;; esac' - "$code" "$out"
+
+# ---- a rank killed mid-run: the job ends, naming it; --resume continues
+"$EMBER" run "$B1" --nproc 2 --set steps=60 --set checkpoint_every=10 --set slow=0.05 --out killed > killed.out 2>&1 &
+job=$!
+tries=0
+until [ -f killed/checkpoint ] || [ $tries -ge 300 ]; do sleep 0.1; tries=$((tries + 1)); done
+sleep 0.5
+victim=""
+for p in $(pgrep -f "ember run $B1 .*--out killed"); do
+    [ "$p" = "$job" ] && continue
+    [ "$p" = "$(cat killed/pid 2>/dev/null)" ] && continue # rank 0 (the leader writes its pid)
+    case "$(cat /proc/$p/cmdline 2>/dev/null | tr '\0' ' ')" in mpirun*) continue ;; esac
+    victim=$p
+done
+start=$(date +%s)
+[ -n "$victim" ] && kill -9 "$victim"
+wait $job
+code=$?
+took=$(( $(date +%s) - start ))
+check "a killed rank ends the job within 60 s (status $code, ${took} s)" sh -c '[ -n "$1" ] && [ "$2" -ne 0 ] && [ "$3" -le 60 ]' - "$victim" "$code" "$took"
+check "the message names the lost rank" grep -q "process rank 1 .* exited on signal 9" killed.out
+check "the last checkpoint is intact" "$EMBER" -e "assert(ember.load('killed/checkpoint').progress.step >= 10)"
+"$EMBER" run --resume killed --nproc 2 > resumed.out 2>&1
+check "ember run --resume continues from it and finishes" sh -c "[ \$? -eq 0 ] || exit 1; grep -q 'continuing after step' resumed.out && grep -q 'status = \"finished\"' killed/result.lua"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
