@@ -175,12 +175,22 @@ static void interrupt_hook(lua_State *L, lua_Debug *ar)
   lua_error(L);
 }
 
+/* Deferred interrupts (ember.host.defer_interrupts): a data-parallel run must stop all
+ * its ranks at the same step, so there a signal only sets g_interrupt_pending, which the
+ * run polls at each step boundary and agrees on with the other ranks. */
+static volatile sig_atomic_t g_defer_interrupts = 0;
+static volatile sig_atomic_t g_interrupt_pending = 0;
+
 /* SIGINT handler. While reading a line it only flags the read; otherwise it asks Lua to
  * stop at the next instruction. A second Ctrl-C before that (stuck in C code) kills. */
 static void on_sigint(int sig)
 {
   if (g_reading_line) {
     g_line_interrupted = 1;
+    return;
+  }
+  if (g_defer_interrupts) {
+    g_interrupt_pending = 1;
     return;
   }
   signal(sig, SIG_DFL);
@@ -194,10 +204,42 @@ static void on_sigint(int sig)
  * so a run saves its checkpoint before it goes; a second SIGTERM kills at once. */
 static void on_sigterm(int sig)
 {
+  if (g_defer_interrupts) {
+    g_interrupt_pending = 1;
+    return;
+  }
   signal(sig, SIG_DFL);
   if (g_state != NULL)
     lua_sethook(g_state, interrupt_hook,
                 LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+}
+
+/* ember.host.defer_interrupts(on): Ctrl-C / SIGTERM only flag (true) or stop Lua (false). */
+static int host_defer_interrupts(lua_State *L)
+{
+  g_defer_interrupts = lua_toboolean(L, 1);
+  return 0;
+}
+
+/* ember.host.take_interrupt() -> whether a Ctrl-C / SIGTERM came since the last call. */
+static int host_take_interrupt(lua_State *L)
+{
+  lua_pushboolean(L, g_interrupt_pending != 0);
+  g_interrupt_pending = 0;
+  return 1;
+}
+
+/* Makes require('ember.host') return the host program's functions (only the ember
+ * program has them: from stock lua5.4 the module does not exist). */
+static void register_host_module(lua_State *L)
+{
+  static const luaL_Reg fns[] = {{"defer_interrupts", host_defer_interrupts},
+                                 {"take_interrupt", host_take_interrupt},
+                                 {NULL, NULL}};
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  luaL_newlib(L, fns);
+  lua_setfield(L, -2, "ember.host");
+  lua_pop(L, 1);
 }
 
 /* SIGWINCH / SIGCONT handler: only flags the event for the line reader. */
@@ -1208,6 +1250,7 @@ static int protected_main(lua_State *L)
   if (argc >= 2 && is_subcommand(argv[1])) {
     struct sigaction term;
     open_libraries(L);
+    register_host_module(L);
     install_sigint_handler();
     if (sigaction(SIGTERM, NULL, &term) == 0 && term.sa_handler != SIG_IGN)
       set_handler(SIGTERM, on_sigterm);

@@ -7,7 +7,9 @@
 #  - a global batch that does not divide by the ranks (near-equal shards, weighted);
 #  - bad use refused with a clear message;
 #  - killing one of two ranks ends the other within 60 s, naming the lost rank, and
-#    `ember run --resume` continues from the last checkpoint.
+#    `ember run --resume` continues from the last checkpoint;
+#  - Ctrl-C / SIGTERM stop every rank at one step with a checkpoint; resuming matches a
+#    straight run bit for bit.
 # Ends with "N passed, M failed".
 EMBER=${1:-build/ember}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -122,6 +124,32 @@ check "the message names the lost rank" grep -q "process rank 1 .* exited on sig
 check "the last checkpoint is intact" "$EMBER" -e "assert(ember.load('killed/checkpoint').progress.step >= 10)"
 "$EMBER" run --resume killed --nproc 2 > resumed.out 2>&1
 check "ember run --resume continues from it and finishes" sh -c "[ \$? -eq 0 ] || exit 1; grep -q 'continuing after step' resumed.out && grep -q 'status = \"finished\"' killed/result.lua"
+
+# ---- Ctrl-C (SIGINT to the whole process group, as a terminal sends it) and SIGTERM to
+# the ranks (as Slurm sends at a time limit): every rank stops at the same step, rank 0
+# saves the checkpoint, status 130; --resume then ends exactly as a straight run
+"$EMBER" run "$B1" --nproc 2 --set steps=60 --out straight > straight.out 2>&1
+interrupt_test() { # $1: how, $2: folder
+    setsid sh -c "exec '$EMBER' run '$B1' --nproc 2 --set steps=60 --set checkpoint_every=10 --set slow=0.03 --out $2 > $2.out 2>&1" &
+    job=$! # the `ember run --nproc` process, leading its own process group (a terminal's job)
+    tries=0
+    until [ -f "$2/checkpoint" ] || [ $tries -ge 300 ]; do sleep 0.1; tries=$((tries + 1)); done
+    sleep 0.3
+    if [ "$1" = int ]; then
+        kill -INT -"$job" # what Ctrl-C does: the whole foreground group
+    else
+        for mp in $(pgrep -x mpirun -g "$job"); do kill -TERM $(pgrep -P "$mp"); done # each rank, as Slurm does
+    fi
+    wait "$job"
+    code=$?
+    check "$1: every rank stops, status 130 ($code)" test "$code" = 130
+    check "$1: rank 0 saved the checkpoint and says so" grep -q "checkpoint saved. Resume with: ember run --resume $2" "$2.out"
+    "$EMBER" run --resume "$2" --nproc 2 > "$2.resumed" 2>&1
+    check "$1: --resume finishes ($?)" grep -q 'status = "finished"' "$2/result.lua"
+    check "$1: ... with the straight run's metrics, bit for bit" cmp -s straight/metrics.csv "$2/metrics.csv"
+}
+interrupt_test int ctrlc
+interrupt_test term sigterm
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

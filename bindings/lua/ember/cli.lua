@@ -155,7 +155,7 @@ end
 
 -- `ember run ... --nproc N`: the same command under mpirun with N ranks (threads split
 -- between them unless --threads says otherwise). Returns mpirun's exit status.
-local function run_under_mpirun(args, n, opts)
+local function run_under_mpirun(args, n, opts, recipe_file)
   local files = recipe.files
   if require('ember.dist').launched() then
     recipe.usage_error('--nproc starts the ranks itself; under mpirun or srun, drop it')
@@ -173,14 +173,26 @@ local function run_under_mpirun(args, n, opts)
   if not opts.threads and not opts.resume then
     rest[#rest + 1] = '--threads ' .. math.max(1, cores() // n)
   end
+  -- the run folder, chosen here so that this process can read how the run ended
+  local dir = opts.resume or opts.out
+  if not dir then
+    dir = recipe.default_run_dir(recipe.load(recipe_file).name)
+    rest[#rest + 1] = '--out ' .. files.quote(dir)
+  end
   local cmd = {'mpirun', '-n', tostring(n), '--oversubscribe', '--bind-to', 'none'}
   local uid = io.popen('id -u'):read('l')
   if uid == '0' then cmd[#cmd + 1] = '--allow-run-as-root' end
   cmd[#cmd + 1] = files.quote(recipe.ember_bin())
   cmd[#cmd + 1] = 'run'
   local ok, how, code = os.execute(table.concat(cmd, ' ') .. ' ' .. table.concat(rest, ' '))
+  -- mpirun reports any rank's non-zero status as 1; the leader's result.lua says which
+  local res = files.read_lua(dir:gsub('/+$', '') .. '/result.lua')
+  local status = type(res) == 'table' and res.status
+  if status == 'interrupted' then return 130 end
+  if status == 'finished' and ok then return 0 end
   if how == 'signal' then return 128 + code end
-  return ok and 0 or code
+  if ok then return 0 end
+  return code ~= 0 and code or 1
 end
 
 -- `ember run ...`
@@ -202,7 +214,7 @@ local function cmd_run(args)
   if not opts.resume and not pos[1] then
     recipe.usage_error('missing the recipe file (see ember run --help)')
   end
-  if opts.nproc then return run_under_mpirun(args, opts.nproc, opts) end
+  if opts.nproc then return run_under_mpirun(args, opts.nproc, opts, pos[1]) end
   return recipe.run{recipe = pos[1], sets = opts.set, preset = opts.preset, out = opts.out, seed = opts.seed,
                     threads = opts.threads, resume = opts.resume,
                     allow_changed_recipe = opts.allow_changed_recipe}

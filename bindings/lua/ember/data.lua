@@ -479,7 +479,10 @@ function DataLoader:iter()
   local b = 0
   return function()
     b = b + 1
-    if dist then dist.end_shard() end
+    if dist then
+      dist.end_shard()
+      dist.poll_interrupt() -- a Ctrl-C on any rank stops all of them at this batch
+    end
     if b > batches then return nil end
     local first = (b - 1) * bs
     local count = math.min(bs, n - first)

@@ -252,6 +252,25 @@ function dist.average_values(values)
   return out
 end
 
+--- dist.defer_interrupts(): from now on a Ctrl-C or SIGTERM on any rank only flags it
+--- (under the ember program), and poll_interrupt stops every rank at the same point.
+function dist.defer_interrupts()
+  local ok, host = pcall(require, 'ember.host')
+  if ok and type(host) == 'table' then
+    st.host = host
+    host.defer_interrupts(true)
+  end
+end
+
+--- dist.poll_interrupt(): raises "interrupted" on every rank when any of them got a
+--- Ctrl-C or SIGTERM since the last poll (one tiny all-reduce); else returns.
+function dist.poll_interrupt()
+  if not st.host then return end
+  local t = ember.tensor{st.host.take_interrupt() and 1 or 0}
+  if st.size > 1 then C.all_reduce_(t, 'max') end
+  if t[1] > 0 then error('interrupted', 0) end
+end
+
 --- dist.abort([code = 1]): ends every rank of the job now (after a fatal error on one).
 function dist.abort(code) if st.initialized then C.abort(code or 1) end end
 

@@ -705,6 +705,11 @@ end
 
 -- A fresh default run folder: runs/<name>-<timestamp>[-k].
 local function default_run_dir(name)
+  return M.default_run_dir(name)
+end
+
+--- default_run_dir(name) -> runs/<name>-<date>-<time> (with -2, -3 ... when taken).
+function M.default_run_dir(name)
   local base = 'runs/' .. name .. '-' .. os.date('%Y%m%d-%H%M%S')
   local dir, k = base, 1
   while files.exists(dir .. '/config.lua') or files.is_dir(dir) do
@@ -905,6 +910,7 @@ function M.run(opts)
   if parallel then
     rank, world = dist.init()
     dist.data_parallel(true)
+    dist.defer_interrupts() -- Ctrl-C / SIGTERM: every rank stops at the same step
   end
   local leader = rank == 0
   local change_warning -- set when an edited recipe is accepted on resume
@@ -1159,6 +1165,7 @@ function M.run(opts)
         while coroutine.status(loop) ~= 'dead' do
           local ok_co, co_err = coroutine.resume(loop)
           if not ok_co then error(debug.traceback(loop, tostring(co_err)), 0) end
+          if parallel then dist.poll_interrupt() end
         end
       end)
       if not ok_loop then
@@ -1231,6 +1238,10 @@ function M.run(opts)
         end
       end)
       if done then break end
+    end
+    if parallel then -- every rank stopped at the same step; the leader has saved
+      pcall(dist.barrier)
+      dist.finalize()
     end
     return 130
   end
