@@ -4,7 +4,8 @@
 # slurm.conf (this host, its real CPU count, proctrack/linuxproc, no cgroups) into a
 # temporary folder, starts slurmctld and slurmd, submits the job array that
 # `ember sweep --emit slurm` wrote for a 4-configuration sweep, waits (bounded), runs
-# `ember sweep --collect` and checks the summary. Stops every daemon it started.
+# `ember sweep --collect` and checks the summary; then one data-parallel run as a 2-task
+# job (--nproc 2). Stops every daemon it started.
 # Needs root and the Debian packages slurm-wlm and munge. Ends with "N passed, M failed".
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 EMBER=${1:-${EMBER_BIN:-$ROOT/build/ember}}
@@ -155,4 +156,20 @@ check "summary.csv has 4 rows" test "$(wc -l < "$T/sweep/summary.csv")" -eq 5
 out=$("$EMBER" sweep "$ROOT/examples/tiny.lua" --grid hidden=4,5,6,7 --set epochs=2 \
         --jobs 4 --threads 1 --out "$T/sweep" 2>&1)
 check "the local driver then has nothing to do" sh -c "echo \"\$1\" | grep -q 'nothing to do: all 4 runs finished'" - "$out"
+
+# ---- one data-parallel run over 2 Slurm tasks (ember run --nproc 2 inside the job)
+out=$("$EMBER" sweep "$ROOT/tests/dist/b1_steps.lua" --set steps=20 --nproc 2 --threads 1 \
+        --out "$T/dp" --emit slurm 2>&1)
+check "--emit slurm --nproc 2 asks for 2 tasks per run" grep -q '^#SBATCH --ntasks=2 ' "$T/dp/sweep.sbatch"
+job=$(sbatch --parsable "$T/dp/sweep.sbatch" 2> "$T/sbatch-dp.err")
+check "sbatch accepts the 2-task job (job $job)" test -n "$job"
+done_=""
+for _ in $(seq 240); do
+    if [ -z "$(squeue -h -j "$job" 2> /dev/null)" ]; then done_=1; break; fi
+    sleep 0.5
+done
+check "the data-parallel job finished within 120 s" test -n "$done_"
+res=$(cat "$T"/dp/runs/*/result.lua 2> /dev/null)
+check "its run finished on 2 ranks" sh -c 'case "$1" in *"status = \"finished\""*"world_size = 2"*|*"world_size = 2"*"status = \"finished\""*) ;; *) exit 1 ;; esac' - "$res"
+[ -n "$res" ] || cat "$T"/dp/slurm/* "$T"/dp/runs/*/output 2> /dev/null | tail -20
 finish

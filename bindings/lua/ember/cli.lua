@@ -48,7 +48,7 @@ Draws new samples from a finished or interrupted run with the recipe's sample fu
   sweep = [[
 usage: ember sweep RECIPE.lua [--grid name=v1,v2,...]... [--random N name=DIST...]
                    [--preset NAME] [--set name=value]... [--seeds S] [--jobs J] [--threads T]
-                   [--out DIR] [--dry-run] [--emit slurm|parallel] [--retry-failed]
+                   [--nproc N] [--out DIR] [--dry-run] [--emit slurm|parallel] [--retry-failed]
                    [--allow-changed-recipe]
        ember sweep --collect DIR
 
@@ -63,6 +63,8 @@ then ranks them by the recipe's main metric in DIR/summary.md and DIR/summary.cs
   --seeds S          runs per configuration with seeds 1..S, or a list 1,7,42 (default 1)
   --jobs J           runs at a time (default 1); threads per run = cores / J
   --threads T        threads per run (default: cores / J, at least 1)
+  --nproc N          each run data-parallel over N ranks (ember run --nproc N; with
+                     --emit slurm, N tasks per array task); threads are then per rank
   --out DIR          the sweep folder (default sweeps/<name>-<hash of the plan>)
   --dry-run          list the runs and what would happen to each; run nothing
   --emit slurm       write DIR/sweep.sbatch (a Slurm job array over DIR/jobs.txt)
@@ -88,7 +90,7 @@ local OPTIONS = {
             ['--allow-changed-recipe'] = 'flag', ['--help'] = 'flag', ['-h'] = 'flag'},
   sweep = {['--grid'] = 'list', ['--random'] = 'integer', ['--set'] = 'list', ['--preset'] = 'value',
            ['--seeds'] = 'value',
-           ['--jobs'] = 'integer', ['--threads'] = 'integer', ['--out'] = 'value',
+           ['--jobs'] = 'integer', ['--threads'] = 'integer', ['--out'] = 'value', ['--nproc'] = 'integer',
            ['--dry-run'] = 'flag', ['--emit'] = 'value', ['--collect'] = 'value',
            ['--retry-failed'] = 'flag', ['--sweep-seed'] = 'integer0', ['--allow-changed-recipe'] = 'flag',
            ['--help'] = 'flag',

@@ -255,11 +255,14 @@ end
 -- The shell line that runs (or resumes) one run and records its exit status, and the
 -- bare `ember run` command in it. The same line serves the local pool, GNU parallel and
 -- the Slurm array.
-local function job_line(bin, plan, run, dir, threads, resume, notify, allow_change)
+local function job_line(bin, plan, run, dir, threads, resume, notify, allow_change, nproc)
   local q = files.quote
   local cmd
+  -- a data-parallel run: `ember run --nproc N` starts its N ranks itself (under Slurm,
+  -- mpirun places them in the job's allocation)
+  local ranks = (nproc and nproc > 1) and (' --nproc ' .. nproc) or ''
   if resume then
-    cmd = q(bin) .. ' run --resume ' .. q(dir) .. (allow_change and ' --allow-changed-recipe' or '')
+    cmd = q(bin) .. ' run --resume ' .. q(dir) .. (allow_change and ' --allow-changed-recipe' or '') .. ranks
   else
     local parts = {q(bin), 'run', q(plan.recipe)}
     if plan.preset then parts[#parts + 1] = '--preset ' .. q(plan.preset) end
@@ -272,7 +275,7 @@ local function job_line(bin, plan, run, dir, threads, resume, notify, allow_chan
     parts[#parts + 1] = '--seed ' .. run.seed
     parts[#parts + 1] = '--threads ' .. threads
     parts[#parts + 1] = '--out ' .. q(dir)
-    cmd = table.concat(parts, ' ')
+    cmd = table.concat(parts, ' ') .. ranks
   end
   -- trap: the wrapper shell outlives a Ctrl-C so that it can record the exit status;
   -- notify (local pool only): a FIFO the driver blocks on, told when the run has ended
@@ -762,8 +765,9 @@ function M.main(opts, positional)
   local plan = M.make_plan(recipe_path, opts, positional)
   local J = opts.jobs or 1
   local ncores = cores()
-  -- threads per run: J x threads <= cores here; one per task on a cluster unless told
-  local threads = opts.threads or (opts.emit == 'slurm' and 1) or math.max(1, ncores // J)
+  local nproc = opts.nproc or 1 -- ranks per run (data-parallel)
+  -- threads per rank: J x nproc x threads <= cores here; one per task on a cluster unless told
+  local threads = opts.threads or (opts.emit == 'slurm' and 1) or math.max(1, ncores // (J * nproc))
   local dir = (opts.out or ('sweeps/' .. plan.name .. '-' .. hash(plan_identity(plan)))):gsub('/+$', '')
   dir = files.absolute(dir)
   local old = files.read_lua(dir .. '/sweep.lua')
@@ -804,11 +808,12 @@ function M.main(opts, positional)
                 files.quote(change.copy), files.quote(change.path))
   end
   for _, job in ipairs(todo) do
-    job.line, job.item.cmd = job_line(bin, plan, job.run, job.dir, threads, job.resume, nil, change ~= nil)
+    job.line, job.item.cmd = job_line(bin, plan, job.run, job.dir, threads, job.resume, nil, change ~= nil, nproc)
   end
 
-  local head = string.format('sweep %s: %d configuration(s) x %d seed(s) = %d runs, %d at a time, %d thread(s) each',
-                             plan.name, plan.n_configs, #plan.seeds, #plan.runs, J, threads)
+  local head = string.format('sweep %s: %d configuration(s) x %d seed(s) = %d runs, %d at a time, %d thread(s) each%s',
+                             plan.name, plan.n_configs, #plan.seeds, #plan.runs, J, threads,
+                             nproc > 1 and string.format(' (per rank; %d ranks per run)', nproc) or '')
   if opts.dry_run then
     print(head)
     print('folder: ' .. dir)
@@ -822,8 +827,8 @@ function M.main(opts, positional)
     end
     return 0
   end
-  if J * threads > ncores and not opts.emit then
-    print(string.format('warning: %d jobs x %d threads is more than the %d cores here', J, threads, ncores))
+  if J * nproc * threads > ncores and not opts.emit then
+    print(string.format('warning: %d jobs x %d threads is more than the %d cores here', J, nproc * threads, ncores))
   end
 
   files.mkdir(dir .. '/runs')
@@ -877,7 +882,7 @@ function M.main(opts, positional)
       '#SBATCH --job-name=ember-' .. plan.name,
       string.format('#SBATCH --array=1-%d%s', #todo, opts.jobs and ('%' .. J) or ''),
       '#SBATCH --cpus-per-task=' .. threads,
-      '#SBATCH --ntasks=1',
+      '#SBATCH --ntasks=' .. nproc .. (nproc > 1 and '  # the ranks of one data-parallel run' or ''),
       '#SBATCH --output=' .. dir .. '/slurm/%A_%a.out',
       'line=$(sed -n "${SLURM_ARRAY_TASK_ID}p" ' .. files.quote(dir .. '/jobs.txt') .. ')',
       'exec sh -c "$line"',
@@ -904,7 +909,7 @@ function M.main(opts, positional)
   end
   local waker = open_waker(dir, me)
   for _, job in ipairs(todo) do
-    job.line = job_line(bin, plan, job.run, job.dir, threads, job.resume, waker and waker.path, change ~= nil)
+    job.line = job_line(bin, plan, job.run, job.dir, threads, job.resume, waker and waker.path, change ~= nil, nproc)
   end
   local ok, err = pcall(run_pool, todo, J, #plan.runs, finished + failed, waker)
   close_waker(waker)
