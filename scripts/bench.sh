@@ -11,4 +11,5 @@ for b in scripts/bench_layers.lua scripts/bench_data.lua; do
     [ -f "$b" ] && "$BUILD/ember" -e "ember.set_num_threads($THREADS)" "$b"
 done
 [ -f scripts/bench_sweep.sh ] && sh scripts/bench_sweep.sh "$BUILD/ember"
+[ -f scripts/bench_dist.sh ] && sh scripts/bench_dist.sh "$BUILD/ember"
 exit 0
