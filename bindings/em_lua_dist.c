@@ -10,17 +10,71 @@
  * Collectives on tensors work in place on contiguous float32 storage; counts
  * above INT_MAX go in chunks. Errors come back as Lua errors naming the
  * function (the communicator returns errors instead of aborting). A rank that
- * dies makes Open MPI's launcher end the whole job, so no rank waits forever. */
+ * dies makes Open MPI's launcher end the whole job, and a watchdog ends a rank whose
+ * collective has waited longer than EMBER_DIST_TIMEOUT (a rank that hangs), so no rank
+ * waits forever. */
 #include <limits.h>
 #include <mpi.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "em_lua.h"
 #include "em_rng.h"
 
 static int dist_state;     /* 0: not initialised; 1: MPI running; -1: one process, no MPI */
 static int dist_rank = 0, dist_size = 1;
+
+/* ---- the watchdog -------------------------------------------------------------------
+ * MPI collectives have no timeout: a rank that hangs (stopped, deadlocked, its node
+ * frozen) would keep every other rank waiting forever. A thread watches the collective
+ * in progress; when one has waited longer than EMBER_DIST_TIMEOUT seconds (default 600,
+ * 0: never) it says so and ends this process, which makes mpirun end the whole job. */
+static _Atomic double watch_since; /* start of the collective in progress, 0 when none */
+static _Atomic(const char *) watch_what;
+static double watch_timeout = 600;
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void *watchdog(void *arg) {
+    (void)arg;
+    for (;;) {
+        sleep(1);
+        double since = atomic_load(&watch_since);
+        if (since > 0 && now_seconds() - since > watch_timeout) {
+            fprintf(stderr,
+                    "ember.dist: rank %d has waited %.0f s in %s for the other ranks: one of them "
+                    "is lost or hung; ending the job (EMBER_DIST_TIMEOUT=%g s)\n",
+                    dist_rank, now_seconds() - since, atomic_load(&watch_what), watch_timeout);
+            fflush(stderr);
+            _exit(124);
+        }
+    }
+    return NULL;
+}
+
+static void start_watchdog(void) {
+    const char *env = getenv("EMBER_DIST_TIMEOUT");
+    if (env && *env) watch_timeout = atof(env);
+    if (!(watch_timeout > 0)) return;
+    pthread_t t;
+    if (pthread_create(&t, NULL, watchdog, NULL) == 0) pthread_detach(t);
+}
+
+/* Brackets one blocking collective for the watchdog. */
+static void watch_begin(const char *what) {
+    atomic_store(&watch_what, what);
+    atomic_store(&watch_since, now_seconds());
+}
+static void watch_end(void) { atomic_store(&watch_since, 0.0); }
 
 /* Whether a launcher started this process (the variables Open MPI, PMIx and
  * Slurm's PMI give every rank). */
@@ -57,6 +111,7 @@ static int ld_init(lua_State *L) {
             MPI_Comm_rank(MPI_COMM_WORLD, &dist_rank);
             MPI_Comm_size(MPI_COMM_WORLD, &dist_size);
             dist_state = 1;
+            if (dist_size > 1) start_watchdog();
         }
     }
     lua_pushinteger(L, dist_rank);
@@ -86,7 +141,9 @@ static int ld_abort(lua_State *L) {
 static int ld_barrier(lua_State *L) {
     need_init(L, "barrier");
     if (dist_state != 1) return 0;
+    watch_begin("barrier");
     int rc = MPI_Barrier(MPI_COMM_WORLD);
+    watch_end();
     return rc == MPI_SUCCESS ? 0 : mpi_fail(L, "barrier", rc);
 }
 
@@ -117,7 +174,9 @@ static int ld_broadcast(lua_State *L) {
     int root = check_root(L, 2, "broadcast_");
     for (int64_t off = 0; dist_state == 1 && off < n; off += INT_MAX) {
         int count = (int)(n - off < INT_MAX ? n - off : INT_MAX);
+        watch_begin("broadcast_");
         int rc = MPI_Bcast(d + off, count, MPI_FLOAT, root, MPI_COMM_WORLD);
+        watch_end();
         if (rc != MPI_SUCCESS) return mpi_fail(L, "broadcast_", rc);
     }
     lua_settop(L, 1);
@@ -148,7 +207,9 @@ static int ld_all_reduce(lua_State *L) {
     MPI_Op op = check_op(L, 2, "all_reduce_", &mean);
     for (int64_t off = 0; dist_state == 1 && off < n; off += INT_MAX) {
         int count = (int)(n - off < INT_MAX ? n - off : INT_MAX);
+        watch_begin("all_reduce_");
         int rc = MPI_Allreduce(MPI_IN_PLACE, d + off, count, MPI_FLOAT, op, MPI_COMM_WORLD);
+        watch_end();
         if (rc != MPI_SUCCESS) return mpi_fail(L, "all_reduce_", rc);
     }
     if (mean && dist_size > 1) {
@@ -174,7 +235,9 @@ static int ld_all_gather_strings(lua_State *L) {
     int mine = (int)len;
     int *lens = lua_newuserdatauv(L, sizeof(int) * 2 * (size_t)dist_size, 0);
     int *offs = lens + dist_size;
+    watch_begin("gather");
     int rc = MPI_Allgather(&mine, 1, MPI_INT, lens, 1, MPI_INT, MPI_COMM_WORLD);
+    watch_end();
     if (rc != MPI_SUCCESS) return mpi_fail(L, "gather", rc);
     int64_t total = 0;
     for (int r = 0; r < dist_size; r++) {
@@ -183,7 +246,9 @@ static int ld_all_gather_strings(lua_State *L) {
         if (total > INT_MAX) return luaL_error(L, "gather: more than 2 GB in all");
     }
     char *all = lua_newuserdatauv(L, (size_t)(total > 0 ? total : 1), 0);
+    watch_begin("gather");
     rc = MPI_Allgatherv(s, mine, MPI_CHAR, all, lens, offs, MPI_CHAR, MPI_COMM_WORLD);
+    watch_end();
     if (rc != MPI_SUCCESS) return mpi_fail(L, "gather", rc);
     for (int r = 0; r < dist_size; r++) {
         lua_pushlstring(L, all + offs[r], (size_t)lens[r]);
@@ -206,11 +271,15 @@ static int ld_broadcast_string(lua_State *L) {
     if (dist_rank == root && (!s || len > INT_MAX))
         return luaL_error(L, "broadcast: the value must be a string under 2 GB");
     int n = dist_rank == root ? (int)len : 0;
+    watch_begin("broadcast");
     int rc = MPI_Bcast(&n, 1, MPI_INT, root, MPI_COMM_WORLD);
+    watch_end();
     if (rc != MPI_SUCCESS) return mpi_fail(L, "broadcast", rc);
     char *buf = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1), 0);
     if (dist_rank == root) memcpy(buf, s, (size_t)n);
+    watch_begin("broadcast");
     rc = MPI_Bcast(buf, n, MPI_CHAR, root, MPI_COMM_WORLD);
+    watch_end();
     if (rc != MPI_SUCCESS) return mpi_fail(L, "broadcast", rc);
     lua_pushlstring(L, buf, (size_t)n);
     return 1;
@@ -253,8 +322,10 @@ static int ld_all_reduce_buckets(lua_State *L) {
             for (int64_t k = 0; k < sizes[i]; k++) data[i][k] *= scale;
             for (int64_t off = 0; off < sizes[i] && rc == MPI_SUCCESS; off += INT_MAX) {
                 int count = (int)(sizes[i] - off < INT_MAX ? sizes[i] - off : INT_MAX);
+                watch_begin("average_gradients_");
                 rc = MPI_Allreduce(MPI_IN_PLACE, data[i] + off, count, MPI_FLOAT, MPI_SUM,
                                    MPI_COMM_WORLD);
+                watch_end();
             }
             i++;
             continue;
@@ -266,7 +337,9 @@ static int ld_all_reduce_buckets(lua_State *L) {
             used += sizes[i];
             i++;
         }
+        watch_begin("average_gradients_");
         rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)used, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        watch_end();
         used = 0;
         for (int j = first; j < i && rc == MPI_SUCCESS; j++) {
             memcpy(data[j], buf + used, (size_t)sizes[j] * sizeof(float));

@@ -8,6 +8,7 @@
 #  - bad use refused with a clear message;
 #  - killing one of two ranks ends the other within 60 s, naming the lost rank, and
 #    `ember run --resume` continues from the last checkpoint;
+#  - a rank that hangs ends the job after EMBER_DIST_TIMEOUT seconds, with a message;
 #  - Ctrl-C / SIGTERM stop every rank at one step with a checkpoint; resuming matches a
 #    straight run bit for bit.
 # Ends with "N passed, M failed".
@@ -124,6 +125,22 @@ check "the message names the lost rank" grep -q "process rank 1 .* exited on sig
 check "the last checkpoint is intact" "$EMBER" -e "assert(ember.load('killed/checkpoint').progress.step >= 10)"
 "$EMBER" run --resume killed --nproc 2 > resumed.out 2>&1
 check "ember run --resume continues from it and finishes" sh -c "[ \$? -eq 0 ] || exit 1; grep -q 'continuing after step' resumed.out && grep -q 'status = \"finished\"' killed/result.lua"
+
+# ---- a rank that hangs (SIGSTOP): the watchdog ends the job after EMBER_DIST_TIMEOUT s
+EMBER_DIST_TIMEOUT=3 "$EMBER" run "$B1" --nproc 2 --set steps=60 --set checkpoint_every=10 --set slow=0.05 --out hung > hung.out 2>&1 &
+job=$!
+tries=0
+until [ -f hung/checkpoint ] || [ $tries -ge 300 ]; do sleep 0.1; tries=$((tries + 1)); done
+stopped=""
+for mp in $(pgrep -f "^mpirun .*--out hung"); do stopped=$(pgrep -P "$mp" | tail -1); done
+start=$(date +%s)
+[ -n "$stopped" ] && kill -STOP "$stopped"
+wait $job
+code=$?
+took=$(( $(date +%s) - start ))
+kill -9 "$stopped" 2> /dev/null
+check "a hung rank ends the job within 30 s (status $code, ${took} s)" sh -c '[ -n "$1" ] && [ "$2" -ne 0 ] && [ "$3" -le 30 ]' - "$stopped" "$code" "$took"
+check "... with a message saying so" grep -q "has waited .* for the other ranks: one of them is lost or hung" hung.out
 
 # ---- Ctrl-C (SIGINT to the whole process group, as a terminal sends it) and SIGTERM to
 # the ranks (as Slurm sends at a time limit): every rank stops at the same step, rank 0

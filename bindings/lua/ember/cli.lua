@@ -184,6 +184,7 @@ local function run_under_mpirun(args, n, opts, recipe_file)
   local cmd = {'mpirun', '-n', tostring(n), '--oversubscribe', '--bind-to', 'none'}
   local uid = io.popen('id -u'):read('l')
   if uid == '0' then cmd[#cmd + 1] = '--allow-run-as-root' end
+  if os.getenv('EMBER_DIST_TIMEOUT') then cmd[#cmd + 1] = '-x EMBER_DIST_TIMEOUT' end -- to remote ranks too
   cmd[#cmd + 1] = files.quote(recipe.ember_bin())
   cmd[#cmd + 1] = 'run'
   local ok, how, code = os.execute(table.concat(cmd, ' ') .. ' ' .. table.concat(rest, ' '))
