@@ -428,10 +428,22 @@ static em_tensor *fused_unary_backward(em_unary_op op, em_tensor *g, em_tensor *
     float *rd = em_tensor_data(r);
     const int64_t m = x->numel;
     switch (op) {
-    case EM_UN_RELU: /* g * (x > 0) */
+    case EM_UN_RELU: { /* g * (x > 0) */
+        /* The factor 1 or 0 made from integers: x > 0 as a range test on x's bits
+         * (0 < bits <= +inf's; NaNs and negatives fall outside), then one unconditional
+         * multiply. Written as `g * (x > 0 ? 1 : 0)`, GCC (trapping math) neither
+         * vectorized the float compare nor the multiply it made conditional, and
+         * branched on every element: 3x slower than the two passes it replaces. */
+        const uint32_t *xb = (const uint32_t *)(const void *)xd;
 #pragma omp parallel for simd schedule(static) if (m > EM_PARALLEL_MIN)
-        for (int64_t i = 0; i < m; i++) rd[i] = gd[i] * (xd[i] > 0.0f ? 1.0f : 0.0f);
+        for (int64_t i = 0; i < m; i++) {
+            uint32_t bits = (xb[i] - 1u < 0x7f800000u) ? 0x3f800000u : 0u; /* 1.0f or 0.0f */
+            float factor;
+            memcpy(&factor, &bits, sizeof factor);
+            rd[i] = gd[i] * factor;
+        }
         break;
+    }
     case EM_UN_TANH: /* g * (1 - y y) */
 #pragma omp parallel for simd schedule(static) if (m > EM_PARALLEL_MIN)
         for (int64_t i = 0; i < m; i++) rd[i] = gd[i] * (1.0f - yd[i] * yd[i]);
