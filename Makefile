@@ -12,7 +12,7 @@ Q = $(if $(filter 1,$(V)),,@)
 # $(call made,WHAT): prints "  made WHAT" (nothing with V=1, where the command shows)
 made = $(if $(filter 1,$(V)),,@echo "  made $(1)")
 # Flags every build needs; CFLAGS (optimisation, sanitizers) may be overridden.
-BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp -fno-math-errno
 DEPFLAGS = -MMD -MP
 CPPFLAGS += -Icore -Ibindings $(shell pkg-config --cflags lua5.4 2>/dev/null) \
             -I/usr/include/x86_64-linux-gnu/openblas-openmp -I/usr/include/stb $(MPI_CFLAGS)
