@@ -269,8 +269,38 @@ em_tensor *em_where(em_tensor *cond, em_tensor *a, em_tensor *b) {
     return out;
 }
 
+/* x < 0 as a range test on x's bits (-0, NaNs and positives fall outside), for
+ * branch-free selects: GCC (trapping math) branches on a float compare instead. */
+static inline bool below_zero_bits(uint32_t bits) { return bits - 0x80000001u < 0x7f800000u; }
+/* x > 0 likewise. */
+static inline bool above_zero_bits(uint32_t bits) { return bits - 1u < 0x7f800000u; }
+/* The float with these bits. */
+static inline float float_of(uint32_t bits) {
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+static inline uint32_t bits_of(float f) {
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    return b;
+}
+
 static void row_leaky(int64_t n, float *const *p, const int64_t *s, const void *c) {
     float slope = *(const float *)c;
+    if (s[0] == 1 && s[1] == 1) { /* x * (slope or 1): one multiply, vectorized */
+        /* 1 read through a volatile: seen as the constant 1, GCC turns x * 1 back into
+         * x and the multiply into a branch again */
+        static volatile float one = 1.0f;
+        const uint32_t slope_bits = bits_of(slope), one_bits = bits_of(one);
+        const float *x = p[1];
+        const uint32_t *xb = (const uint32_t *)(const void *)x;
+        float *o = p[0];
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++)
+            o[i] = x[i] * float_of(below_zero_bits(xb[i]) ? slope_bits : one_bits);
+        return;
+    }
     for (int64_t i = 0; i < n; i++) {
         float x = p[1][i * s[1]];
         p[0][i * s[0]] = x < 0.0f ? x * slope : x;
@@ -692,6 +722,23 @@ int em_backward_where(em_node *n, em_tensor *g, em_tensor **gin) {
 
 int em_backward_leaky_relu(em_node *n, em_tensor *g, em_tensor **gin) {
     em_tensor *x = n->saved[0];
+    /* Not recording, simple layouts: one pass, g * (x > 0 ? f1 : f0) with the two factors
+     * the op-built path below computes ((1 - slope) pos + slope for pos = 1 and 0). */
+    if (!em_grad_enabled() && em_same_shape(g, x) && em_tensor_is_contiguous(g) &&
+        em_tensor_is_contiguous(x)) {
+        em_tensor *r = em_tensor_empty(x->ndim, x->shape);
+        if (!r) return EM_ERR;
+        const float slope = n->farg[0], keep = 1.0f - slope;
+        const uint32_t f1 = bits_of(1.0f * keep + slope), f0 = bits_of(0.0f * keep + slope);
+        const float *gd = em_tensor_data(g), *xd = em_tensor_data(x);
+        const uint32_t *xb = (const uint32_t *)(const void *)xd;
+        float *rd = em_tensor_data(r);
+        const int64_t m = x->numel;
+#pragma omp parallel for simd schedule(static) if (m > EM_PARALLEL_MIN)
+        for (int64_t i = 0; i < m; i++) rd[i] = gd[i] * float_of(above_zero_bits(xb[i]) ? f1 : f0);
+        gin[0] = r;
+        return EM_OK;
+    }
     em_tensor *pos = em_binary_scalar(EM_BIN_GT, x, 0.0f);
     /* slope + (1 - slope) * pos */
     em_tensor *t1 = muls(pos, 1.0f - n->farg[0]);

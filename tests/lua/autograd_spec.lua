@@ -598,7 +598,7 @@ describe('autograd mechanics', function()
   end)
 end)
 
-describe('fused backward of relu, tanh and sigmoid', function()
+describe('fused backward of relu, tanh, sigmoid and leaky_relu', function()
   -- Without recording, their backward is one C pass (core/em_elementwise.c); with
   -- create_graph it is built from ops. The two must agree bit for bit, NaN, inf,
   -- zeros and a non-contiguous input included.
@@ -609,18 +609,43 @@ describe('fused backward of relu, tanh and sigmoid', function()
     flatv[1], flatv[2], flatv[3], flatv[4], flatv[5] = 0 / 0, 1 / 0, -1 / 0, 0, -0.0
     local g = ember.randn(300, 257)
     g:view(-1)[7] = 0 / 0
-    for _, op in ipairs { 'relu', 'tanh', 'sigmoid' } do
+    local ops = {
+      relu = function(x) return x:relu() end, tanh = function(x) return x:tanh() end,
+      sigmoid = function(x) return x:sigmoid() end,
+      leaky_relu = function(x) return ember.leaky_relu(x, 0.2) end,
+      leaky_relu_steep = function(x) return ember.leaky_relu(x, 1.7) end,
+    }
+    for op, f in pairs(ops) do
       for _, layout in ipairs { 'contiguous', 'transposed' } do
         local src = layout == 'contiguous' and base or base:t():contiguous():t()
         local x1 = src:clone():requires_grad()
-        local fast = ember.grad(x1[op](x1), { x1 }, { grad = g })[1]
+        local fast = ember.grad(f(x1), { x1 }, { grad = g })[1]
         local x2 = src:clone():requires_grad()
-        local ref = ember.grad(x2[op](x2), { x2 }, { grad = g, create_graph = true })[1]:detach()
+        local ref = ember.grad(f(x2), { x2 }, { grad = g, create_graph = true })[1]:detach()
         local a, b = fast:view(-1), ref:contiguous():view(-1)
         local same = a:eq(b) + a:ne(a) * b:ne(b) -- equal, or both NaN
         assert.are.equal(a:numel(), same:sum():item(), op .. ' ' .. layout)
         assert.is_true(a:ne(a):sum():item() > 0, 'the NaNs reach the gradient')
       end
+    end
+  end)
+end)
+
+describe('leaky_relu forward', function()
+  it('the contiguous (vectorized) path equals the strided one, signed zeros, inf and NaN included', function()
+    ember.manual_seed(22)
+    local x = ember.randn(64, 33) * 4
+    local v = x:view(-1)
+    v[1], v[2], v[3], v[4], v[5] = 0 / 0, 1 / 0, -1 / 0, 0, -0.0
+    for _, slope in ipairs { 0.2, 1.7, 0 } do
+      local fast = ember.leaky_relu(x, slope):view(-1)
+      local strided = ember.leaky_relu(x:t(), slope):t():contiguous():view(-1) -- a transposed input takes the strided loop
+      local same = fast:eq(strided) + fast:ne(fast) * strided:ne(strided)
+      assert.are.equal(fast:numel(), same:sum():item(), 'slope ' .. slope)
+      if slope ~= 0 then assert.are.equal(-1 / 0 * slope, fast[3]) else assert.is_true(fast[3] ~= fast[3]) end
+      assert.are.equal(1 / 0, fast[2])
+      -- -0 stays -0 (x * 1 keeps the sign): 1 / -0 is -inf
+      assert.are.equal(-1 / 0, 1 / fast[5])
     end
   end)
 end)
