@@ -64,6 +64,10 @@ $(BUILD)/gen/lua_modules.c: scripts/embed_lua.lua $(LUA_MODS) | $(BUILD)/.deps-o
 	@mkdir -p $(dir $@)
 	$(Q)lua5.4 scripts/embed_lua.lua $@.$$$$.tmp $(LUA_MODS) && mv -f $@.$$$$.tmp $@
 
+# The generated file is compiled like the others (make's built-in rule would print it).
+$(BUILD)/gen/lua_modules.o: $(BUILD)/gen/lua_modules.c
+	$(Q)$(CC) $(CPPFLAGS) $(BASE_CFLAGS) $(CFLAGS) -c $< -o $@.$$$$.tmp && mv -f $@.$$$$.tmp $@
+
 $(BUILD)/libember_core.a: $(CORE_OBJ)
 	$(Q)rm -f $@.$$$$.tmp && ar rcs $@.$$$$.tmp $^ && mv -f $@.$$$$.tmp $@
 	$(call made,$@)
