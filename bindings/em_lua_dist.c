@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "em_autograd.h"
 #include "em_lua.h"
 #include "em_rng.h"
 
@@ -350,6 +351,52 @@ static int ld_all_reduce_buckets(lua_State *L) {
     return rc == MPI_SUCCESS ? 0 : mpi_fail(L, "average_gradients_", rc);
 }
 
+/* ---- a differentiable all-reduce (sum) ------------------------------------------
+ * y = the sum of x over the ranks, on every rank. Its gradient is the sum of the
+ * ranks' gradients of y (the all-reduce is its own adjoint), computed by the same
+ * op, so gradients of gradients work too. Used by synchronized BatchNorm. */
+static em_tensor *all_reduce_sum(em_tensor *x);
+
+static int all_reduce_backward(em_node *n, em_tensor *g, em_tensor **gin) {
+    (void)n;
+    gin[0] = all_reduce_sum(g);
+    return gin[0] ? EM_OK : EM_ERR;
+}
+
+static const em_opdef all_reduce_op = {"all_reduce", all_reduce_backward};
+
+static em_tensor *all_reduce_sum(em_tensor *x) {
+    if (!x) return NULL;
+    em_tensor *out = em_tensor_empty(x->ndim, x->shape);
+    if (!out) return NULL;
+    em_tensor_read(x, em_tensor_data(out));
+    float *d = em_tensor_data(out);
+    for (int64_t off = 0; dist_state == 1 && off < out->numel; off += INT_MAX) {
+        int count = (int)(out->numel - off < INT_MAX ? out->numel - off : INT_MAX);
+        watch_begin("all_reduce");
+        int rc = MPI_Allreduce(MPI_IN_PLACE, d + off, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        watch_end();
+        if (rc != MPI_SUCCESS) {
+            char msg[MPI_MAX_ERROR_STRING];
+            int len = 0;
+            MPI_Error_string(rc, msg, &len);
+            em_tensor_release(out);
+            em_error_set("all_reduce: MPI error: %s", msg);
+            return NULL;
+        }
+    }
+    em_record_external(&all_reduce_op, out, 1, &x);
+    return out;
+}
+
+/* _dist.all_reduce(x) -> a new tensor, the sum of x over the ranks, differentiable. */
+static int ld_all_reduce_sum(lua_State *L) {
+    need_init(L, "all_reduce");
+    em_tensor *x = em_lua_check(L, 1, "all_reduce");
+    em_lua_push(L, all_reduce_sum(x));
+    return 1;
+}
+
 /* _dist.set_rng_shard(global_rows, offset, rows): see em_rng_set_shard (offset 0-based;
  * rows 0 ends it). */
 static int ld_set_rng_shard(lua_State *L) {
@@ -371,6 +418,7 @@ void em_lua_open_dist(lua_State *L, int module, int methods) {
         {"broadcast_string", ld_broadcast_string},
         {"all_reduce_buckets_", ld_all_reduce_buckets},
         {"set_rng_shard", ld_set_rng_shard},
+        {"all_reduce", ld_all_reduce_sum},
         {NULL, NULL}};
     luaL_newlib(L, fns);
     lua_setfield(L, module, "_dist");

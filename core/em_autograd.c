@@ -38,7 +38,17 @@ void em_set_grad_enabled(bool on) { grad_disabled = !on; }
 
 static bool needs_grad(const em_tensor *t) { return t && t->requires_grad; }
 
+static em_node *record(const em_opdef *op, em_tensor *out, int n, em_tensor *const *inputs);
+
 em_node *em_record(em_op_id op, em_tensor *out, int n, em_tensor *const *inputs) {
+    return record(&em_opdefs[op], out, n, inputs);
+}
+
+em_node *em_record_external(const em_opdef *op, em_tensor *out, int n, em_tensor *const *inputs) {
+    return op && op->backward ? record(op, out, n, inputs) : NULL;
+}
+
+static em_node *record(const em_opdef *op, em_tensor *out, int n, em_tensor *const *inputs) {
     if (grad_disabled || !out) return NULL;
     bool any = false;
     for (int i = 0; i < n; i++) any |= needs_grad(inputs[i]);
@@ -52,7 +62,7 @@ em_node *em_record(em_op_id op, em_tensor *out, int n, em_tensor *const *inputs)
         return NULL;
     }
     node->refcount = 1;
-    node->op = &em_opdefs[op];
+    node->op = op;
     node->n_edges = n;
     node->edges = edges;
     for (int i = 0; i < n; i++) {

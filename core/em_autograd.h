@@ -68,6 +68,10 @@ void em_set_grad_enabled(bool on);
  * recorded. Inputs may contain NULL (non-differentiable slots). On allocation
  * failure sets *failed. */
 em_node *em_record(em_op_id op, em_tensor *out, int n, em_tensor *const *inputs);
+/* The same for an op defined outside core/ (its name and backward in a static
+ * em_opdef of the caller's, which must outlive every node): bindings/ record
+ * ember.dist's differentiable all-reduce this way, so core/ needs no MPI. */
+em_node *em_record_external(const em_opdef *op, em_tensor *out, int n, em_tensor *const *inputs);
 /* Saves a tensor the backward needs (retained; version checked at backward). */
 void em_node_save(em_node *node, em_tensor *t);
 /* Whether input i of the node needs a gradient. */

@@ -94,6 +94,35 @@ LUA
 out=$("$EMBER" compare20.lua odd1 odd3 2>&1)
 check "... and gives the one-process loss curve ($out)" test $? -eq 0
 
+# ---- BatchNorm: per-rank statistics by default, the global batch's with sync = true
+BN="$ROOT/tests/dist/bn_steps.lua"
+"$EMBER" run "$BN" --threads 1 --out bn1 > bn1.out 2>&1
+"$EMBER" run "$BN" --nproc 2 --out bn2 > bn2.out 2>&1
+"$EMBER" run "$BN" --nproc 2 --set sync=false --out bn2local > bn2local.out 2>&1
+cat > compare_bn.lua <<'LUA'
+local files = require 'ember.files'
+local function curve(d)
+  local _, rows = files.read_csv(d .. '/metrics.csv')
+  local c = {}
+  for _, r in ipairs(rows) do if r.loss then c[#c + 1] = r.loss end end
+  return c
+end
+local a, b, c = curve('bn1'), curve('bn2'), curve('bn2local')
+local sync, per_rank = 0, 0
+for i = 1, #a do
+  sync = math.max(sync, math.abs(a[i] - b[i]) / a[i])
+  per_rank = math.max(per_rank, math.abs(a[i] - c[i]) / a[i])
+end
+local s1, s2 = ember.load('bn1/checkpoint').state.net, ember.load('bn2/checkpoint').state.net
+local stats = math.max((s1['2.running_mean'] - s2['2.running_mean']):abs():max():item(),
+                       (s1['2.running_var'] - s2['2.running_var']):abs():max():item())
+print(string.format('%d steps; sync: worst relative loss difference %.3g, running statistics %.3g; per-rank: %.3g',
+  #a, sync, stats, per_rank))
+os.exit(#a == 40 and #b == 40 and sync <= 1e-4 and stats <= 1e-4 and per_rank > 1e-3 and 0 or 1)
+LUA
+out=$("$EMBER" compare_bn.lua 2>&1)
+check "SyncBatchNorm on 2 ranks = one process; per-rank statistics differ ($out)" test $? -eq 0
+
 # ---- bad use
 out=$("$EMBER" run "$B1" --nproc 0 --out bad0 2>&1); code=$?
 check "--nproc 0 is refused ($out)" sh -c '[ "$1" -eq 2 ] && case "$2" in *"--nproc expects a whole number >= 1, got 0"*) ;; *) exit 1 ;; esac' - "$code" "$out"

@@ -57,6 +57,31 @@ describe('ember.dist without a launcher', function()
   end)
 end)
 
+describe('the differentiable all-reduce and sync BatchNorm in one process', function()
+  it('all_reduce is the identity on one rank, a new tensor, and differentiable twice', function()
+    local x = ember.randn(3, 2):requires_grad()
+    local y = ember._dist.all_reduce(x)
+    assert.are_not.equal(x, y)
+    assert.are.same(x:detach():totable(), y:detach():totable())
+    local ok, msg = ember.gradcheck(function(a) return ember._dist.all_reduce(a) * a end, { x })
+    assert(ok, msg)
+    ok, msg = ember.gradgradcheck(function(a) return ember._dist.all_reduce(a * a) end, { x })
+    assert(ok, msg)
+    assert.truthy(err_of(ember._dist.all_reduce, 3):find('all_reduce: bad argument #1', 1, true))
+  end)
+
+  it('BatchNorm sync = true is the ordinary one without data-parallel training', function()
+    local nn = ember.nn
+    ember.manual_seed(4)
+    local a, b = nn.BatchNorm1d(5), nn.BatchNorm1d(5, { sync = true })
+    local x = ember.randn(8, 5)
+    assert.are.same(a(x):totable(), b(x):totable())
+    assert.are.same(a.running_mean:totable(), b.running_mean:totable())
+    assert.truthy(tostring(b):find('sync', 1, true))
+    assert.truthy(err_of(nn.BatchNorm2d, 3, { sync = 'yes' }):find("sync", 1, true))
+  end)
+end)
+
 describe('random draws of a shard', function()
   -- What one process draws for rows 4..6 of a global batch of 8 (the draws of rank 1
   -- of 3 with 3 + 3 + 2 rows): each random op, the shard set through ember._dist.

@@ -775,7 +775,8 @@ nn.BatchNorm = BatchNorm
 function BatchNorm:init(num_features, opts)
   local fname = self:class_name()
   self.num_features = check_int(fname, 1, 'num_features', num_features, 1)
-  opts = check_opts(fname, 2, opts, { eps = 1e-5, momentum = 0.1, affine = true, track_running_stats = true })
+  opts = check_opts(fname, 2, opts, { eps = 1e-5, momentum = 0.1, affine = true, track_running_stats = true,
+                                     sync = false })
   if type(opts.eps) ~= 'number' or opts.eps < 0 then raise(("%s: option 'eps' must be a number >= 0, got %s"):format(fname, describe(opts.eps))) end
   if type(opts.momentum) ~= 'number' or opts.momentum < 0 or opts.momentum > 1 then
     raise(("%s: option 'momentum' must be a number in [0, 1], got %s"):format(fname, describe(opts.momentum)))
@@ -789,13 +790,46 @@ function BatchNorm:init(num_features, opts)
     self:register_buffer('running_mean', ember.zeros(num_features))
     self:register_buffer('running_var', ember.ones(num_features))
   end
+  self.sync = check_bool(fname, 'sync', opts.sync)
   self._train_opts = { training = true, momentum = self.momentum, eps = self.eps }
   self._eval_opts = { training = false, momentum = self.momentum, eps = self.eps }
 end
+
+-- Synchronized batch statistics (data-parallel training, `sync = true`): the mean and
+-- variance of each channel over the global batch, every rank's rows together, through
+-- ember.dist's differentiable all-reduce (so the gradient flows across ranks as the
+-- statistics do); the same formulas as one process on the whole batch, up to rounding.
+local function sync_batch_norm(self, x, dist)
+  local C = self.num_features
+  local moved = x:transpose(1, 2) -- [C x N x ...]
+  local moved_shape = moved:shape()
+  local xc = moved:contiguous():view(C, -1) -- [C x M]
+  local count = ember.tensor { xc:size(2) }
+  dist.all_reduce_(count)
+  local m = count[1]
+  local mean = ember._dist.all_reduce(xc:sum(2)) / m
+  local centered = xc - mean:view(C, 1)
+  local var = ember._dist.all_reduce((centered * centered):sum(2)) / m
+  local y = centered * (var + self.eps):rsqrt():view(C, 1)
+  if self.weight then y = y * self.weight:view(C, 1) + self.bias:view(C, 1) end
+  if self.running_mean then -- PyTorch's update: the running variance is unbiased
+    ember.no_grad(function()
+      local k = self.momentum
+      self.running_mean:copy_(self.running_mean * (1 - k) + mean:detach() * k)
+      self.running_var:copy_(self.running_var * (1 - k) + var:detach() * (k * m / math.max(m - 1, 1)))
+    end)
+  end
+  return y:view(table.unpack(moved_shape)):transpose(1, 2):contiguous()
+end
+
 function BatchNorm:forward(x)
   check_rank(self, x, self._ranks, self._layout)
   if x:size(2) ~= self.num_features then
     raise(('%s: input %s has %d channels (dim 2), expected %d'):format(self:class_name(), shape_str(x), x:size(2), self.num_features))
+  end
+  if self.sync and self.training then
+    local dist = package.loaded['ember.dist']
+    if dist and dist.is_data_parallel() then return sync_batch_norm(self, x, dist) end
   end
   return ember.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
     self.training and self._train_opts or self._eval_opts)
@@ -806,13 +840,15 @@ function BatchNorm:extra_repr()
   if self.momentum ~= 0.1 then s = s .. ', momentum ' .. self.momentum end
   if not self.weight then s = s .. ', affine=false' end
   if not self.running_mean then s = s .. ', track_running_stats=false' end
+  if self.sync then s = s .. ', sync' end
   return s
 end
 
 --- nn.BatchNorm1d(num_features [, {eps=1e-5, momentum=0.1, affine=true,
--- track_running_stats=true}]) for [N x C] or [N x C x L]; nn.BatchNorm2d for
+-- track_running_stats=true, sync=false}]) for [N x C] or [N x C x L]; nn.BatchNorm2d for
 -- [N x C x H x W]. Training: batch statistics, running ones updated; eval:
--- the running statistics.
+-- the running statistics. In data-parallel training each rank normalizes with its
+-- own rows' statistics, unless sync = true (SyncBatchNorm: the global batch's).
 nn.BatchNorm1d = BatchNorm:extend('BatchNorm1d')
 nn.BatchNorm1d._ranks, nn.BatchNorm1d._layout = { 2, 3 }, '2-D [N x C] or 3-D [N x C x L]'
 nn.BatchNorm2d = BatchNorm:extend('BatchNorm2d')
