@@ -351,6 +351,233 @@ static int ld_all_reduce_buckets(lua_State *L) {
     return rc == MPI_SUCCESS ? 0 : mpi_fail(L, "average_gradients_", rc);
 }
 
+/* ---- gradient buckets reduced while backward runs (as PyTorch's DDP) --------------
+ * An optimizer's parameters, once watched, are split into buckets of about
+ * bucket_bytes, last parameter first (the order backward finishes them). The walk's
+ * gradient-ready hook (em_set_grad_hooks) marks each parameter whose .grad is final;
+ * a bucket whose parameters are all final is packed (times this rank's share) and its
+ * all-reduce started at once (MPI_Iallreduce), while backward goes on with the rest.
+ * When the walk ends every started bucket is waited for and unpacked into the .grad
+ * tensors, and a bucket only partly reached this walk is reduced then (blocking). So
+ * after loss:backward() the gradients hold the global averages, as with DDP (clipping
+ * after backward sees them), and opt:step() has nothing left to do. */
+typedef struct {
+    int first, count;     /* parameters [first, first + count) of the group */
+    int64_t elems;
+    float *buf;
+    MPI_Request req;
+    bool started;
+    int ready;            /* parameters final in this walk */
+} grad_bucket;
+
+typedef struct {
+    int n;
+    em_tensor **params;   /* retained */
+    bool *ready;
+    int *bucket_of;
+    int n_buckets;
+    grad_bucket *buckets;
+    bool touched;         /* some parameter was final in this walk */
+    bool averaged;        /* the last walk left every reached gradient averaged */
+} grad_group;
+
+#define MAX_GROUPS 32
+static grad_group groups[MAX_GROUPS];
+static int n_groups;
+static float grad_share = 1.0f; /* this rank's share of the current global batch */
+static bool hooks_failed;       /* a bucket could not be reduced during the walk */
+static int64_t buckets_overlapped, buckets_at_end; /* for _dist.bucket_counts() */
+
+static void pack_bucket(grad_group *gr, grad_bucket *b) {
+    int64_t off = 0;
+    for (int i = b->first; i < b->first + b->count; i++) {
+        em_tensor *p = gr->params[i];
+        if (!gr->ready[i] || !p->grad) continue;
+        const float *g = em_tensor_data(p->grad);
+        for (int64_t k = 0; k < p->grad->numel; k++) b->buf[off + k] = g[k] * grad_share;
+        off += p->grad->numel;
+    }
+}
+
+static void unpack_bucket(grad_group *gr, grad_bucket *b) {
+    int64_t off = 0;
+    for (int i = b->first; i < b->first + b->count; i++) {
+        em_tensor *p = gr->params[i];
+        if (!gr->ready[i] || !p->grad) continue;
+        memcpy(em_tensor_data(p->grad), b->buf + off, (size_t)p->grad->numel * sizeof(float));
+        p->grad->storage->version++;
+        off += p->grad->numel;
+    }
+}
+
+/* Whether every reached parameter of b has a contiguous gradient of its own shape. */
+static bool bucket_packable(grad_group *gr, grad_bucket *b, int64_t *elems) {
+    *elems = 0;
+    for (int i = b->first; i < b->first + b->count; i++) {
+        em_tensor *p = gr->params[i];
+        if (!gr->ready[i] || !p->grad) continue;
+        if (!em_tensor_is_contiguous(p->grad) || p->grad->offset != 0 ||
+            p->grad->numel != p->numel)
+            return false;
+        *elems += p->grad->numel;
+    }
+    return true;
+}
+
+static void on_grad_ready(em_tensor *leaf, void *ctx) {
+    (void)ctx;
+    for (int gi = 0; gi < n_groups; gi++) {
+        grad_group *gr = &groups[gi];
+        for (int i = 0; i < gr->n; i++) {
+            if (gr->params[i] != leaf || gr->ready[i]) continue;
+            gr->ready[i] = true;
+            gr->touched = true;
+            grad_bucket *b = &gr->buckets[gr->bucket_of[i]];
+            if (++b->ready < b->count) continue;
+            int64_t elems;
+            if (hooks_failed || !bucket_packable(gr, b, &elems) || elems > INT_MAX) continue;
+            pack_bucket(gr, b);
+            watch_begin("average_gradients_");
+            int rc = MPI_Iallreduce(MPI_IN_PLACE, b->buf, (int)elems, MPI_FLOAT, MPI_SUM,
+                                    MPI_COMM_WORLD, &b->req);
+            watch_end();
+            if (rc == MPI_SUCCESS) {
+                b->started = true;
+                buckets_overlapped++;
+            } else {
+                hooks_failed = true;
+            }
+        }
+    }
+    /* let the started reductions move on while backward computes (Open MPI progresses
+     * non-blocking collectives inside MPI calls) */
+    for (int gi = 0; gi < n_groups; gi++)
+        for (int k = 0; k < groups[gi].n_buckets; k++) {
+            grad_bucket *b = &groups[gi].buckets[k];
+            int flag;
+            if (b->started && b->req != MPI_REQUEST_NULL) MPI_Test(&b->req, &flag, MPI_STATUS_IGNORE);
+        }
+}
+
+static void on_backward_done(int rc_walk, void *ctx) {
+    (void)ctx;
+    for (int gi = 0; gi < n_groups; gi++) {
+        grad_group *gr = &groups[gi];
+        if (!gr->touched) continue;
+        bool all_ok = !hooks_failed && rc_walk == EM_OK;
+        for (int k = 0; k < gr->n_buckets; k++) {
+            grad_bucket *b = &gr->buckets[k];
+            if (b->started) {
+                watch_begin("average_gradients_");
+                int rc = MPI_Wait(&b->req, MPI_STATUS_IGNORE);
+                watch_end();
+                if (rc == MPI_SUCCESS) unpack_bucket(gr, b);
+                else all_ok = false;
+            } else if (b->ready > 0 && all_ok) { /* partly reached: reduce what was */
+                int64_t elems;
+                if (bucket_packable(gr, b, &elems) && elems <= INT_MAX) {
+                    pack_bucket(gr, b);
+                    watch_begin("average_gradients_");
+                    int rc = MPI_Allreduce(MPI_IN_PLACE, b->buf, (int)elems, MPI_FLOAT, MPI_SUM,
+                                           MPI_COMM_WORLD);
+                    watch_end();
+                    if (rc == MPI_SUCCESS) {
+                        unpack_bucket(gr, b);
+                        buckets_at_end++;
+                    } else {
+                        all_ok = false;
+                    }
+                } else {
+                    all_ok = false;
+                }
+            }
+            b->started = false;
+            b->ready = 0;
+        }
+        for (int i = 0; i < gr->n; i++) gr->ready[i] = false;
+        gr->touched = false;
+        gr->averaged = all_ok; /* else opt:step() reduces the blocking way */
+    }
+    hooks_failed = false;
+}
+
+/* _dist.watch_(params, bucket_bytes) -> group id: reduce these parameters' gradients in
+ * buckets during backward from now on. */
+static int ld_watch(lua_State *L) {
+    need_init(L, "data_parallel");
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer bucket_bytes = luaL_checkinteger(L, 2);
+    if (dist_state != 1 || dist_size < 2) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if (n_groups >= MAX_GROUPS) { /* more optimizers than that: the blocking way */
+        lua_pushnil(L);
+        return 1;
+    }
+    int n = (int)luaL_len(L, 1);
+    grad_group *gr = &groups[n_groups];
+    memset(gr, 0, sizeof *gr);
+    gr->params = calloc((size_t)(n > 0 ? n : 1), sizeof *gr->params);
+    gr->ready = calloc((size_t)(n > 0 ? n : 1), sizeof *gr->ready);
+    gr->bucket_of = calloc((size_t)(n > 0 ? n : 1), sizeof *gr->bucket_of);
+    gr->buckets = calloc((size_t)(n > 0 ? n : 1), sizeof *gr->buckets);
+    if (!gr->params || !gr->ready || !gr->bucket_of || !gr->buckets)
+        return luaL_error(L, "data_parallel: out of memory");
+    for (int i = 0; i < n; i++) {
+        lua_geti(L, 1, i + 1);
+        gr->params[i] = em_tensor_retain(em_lua_check(L, -1, "data_parallel"));
+        lua_pop(L, 1);
+    }
+    gr->n = n;
+    /* buckets from the last parameter back: backward finishes the last layers first */
+    int64_t cap = bucket_bytes / 4 > 0 ? bucket_bytes / 4 : 1;
+    int i = n - 1;
+    while (i >= 0) {
+        grad_bucket *b = &gr->buckets[gr->n_buckets];
+        int last = i;
+        int64_t elems = 0;
+        while (i >= 0 && (elems == 0 || elems + gr->params[i]->numel <= cap)) {
+            elems += gr->params[i]->numel;
+            i--;
+        }
+        b->first = i + 1;
+        b->count = last - i;
+        b->elems = elems;
+        b->req = MPI_REQUEST_NULL;
+        b->buf = malloc((size_t)(elems > 0 ? elems : 1) * sizeof(float));
+        if (!b->buf) return luaL_error(L, "data_parallel: out of memory for a bucket");
+        for (int k = b->first; k < b->first + b->count; k++) gr->bucket_of[k] = gr->n_buckets;
+        gr->n_buckets++;
+    }
+    if (n_groups == 0) em_set_grad_hooks(on_grad_ready, on_backward_done, NULL);
+    lua_pushinteger(L, n_groups++);
+    return 1;
+}
+
+/* _dist.take_averaged(group) -> whether the last backward left the group's gradients
+ * averaged (and forgets it: the next step needs a new backward). */
+static int ld_take_averaged(lua_State *L) {
+    lua_Integer g = luaL_checkinteger(L, 1);
+    bool done = g >= 0 && g < n_groups && groups[g].averaged;
+    if (done) groups[g].averaged = false;
+    lua_pushboolean(L, done);
+    return 1;
+}
+
+/* _dist.bucket_counts() -> buckets reduced during backward, at its end (partly reached). */
+static int ld_bucket_counts(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)buckets_overlapped);
+    lua_pushinteger(L, (lua_Integer)buckets_at_end);
+    return 2;
+}
+
+/* _dist.set_share(w): this rank's weight for the gradients of the coming backward. */
+static int ld_set_share(lua_State *L) {
+    grad_share = (float)luaL_checknumber(L, 1);
+    return 0;
+}
+
 /* ---- a differentiable all-reduce (sum) ------------------------------------------
  * y = the sum of x over the ranks, on every rank. Its gradient is the sum of the
  * ranks' gradients of y (the all-reduce is its own adjoint), computed by the same
@@ -419,6 +646,10 @@ void em_lua_open_dist(lua_State *L, int module, int methods) {
         {"all_reduce_buckets_", ld_all_reduce_buckets},
         {"set_rng_shard", ld_set_rng_shard},
         {"all_reduce", ld_all_reduce_sum},
+        {"watch_", ld_watch},
+        {"take_averaged", ld_take_averaged},
+        {"set_share", ld_set_share},
+        {"bucket_counts", ld_bucket_counts},
         {NULL, NULL}};
     luaL_newlib(L, fns);
     lua_setfield(L, module, "_dist");

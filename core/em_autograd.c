@@ -266,6 +266,24 @@ static int capture_leaf(grad_capture *cap, em_tensor *leaf, em_tensor *g) {
     return EM_OK;
 }
 
+static em_grad_ready_fn hook_ready;
+static em_backward_done_fn hook_done;
+static void *hook_ctx;
+
+void em_set_grad_hooks(em_grad_ready_fn ready, em_backward_done_fn done, void *ctx) {
+    hook_ready = ready;
+    hook_done = done;
+    hook_ctx = ctx;
+}
+
+/* The edges of a processed node into leaves: one gradient fewer to wait for. */
+static void leaf_edges_done(em_node *n) {
+    for (int i = 0; i < n->n_edges; i++) {
+        em_tensor *leaf = n->edges[i].leaf;
+        if (leaf && --leaf->pending_grads == 0 && leaf->grad) hook_ready(leaf, hook_ctx);
+    }
+}
+
 static int run_backward(em_tensor *root, em_tensor *grad, bool retain_graph, bool create_graph,
                         grad_capture *cap) {
     char a[EM_SHAPE_STR_MAX], b[EM_SHAPE_STR_MAX];
@@ -306,12 +324,25 @@ static int run_backward(em_tensor *root, em_tensor *grad, bool retain_graph, boo
     em_set_grad_enabled(create_graph);
     int rc = EM_OK;
     root->grad_fn->grad_accum = seed;
+    /* gradient-ready hooks: how many edges lead into each leaf */
+    const bool hooks = !cap && hook_ready;
+    if (hooks) {
+        for (size_t k = 0; k < order.count; k++)
+            for (int i = 0; i < order.items[k]->n_edges; i++)
+                if (order.items[k]->edges[i].leaf) order.items[k]->edges[i].leaf->pending_grads = 0;
+        for (size_t k = 0; k < order.count; k++)
+            for (int i = 0; i < order.items[k]->n_edges; i++)
+                if (order.items[k]->edges[i].leaf) order.items[k]->edges[i].leaf->pending_grads++;
+    }
 
     for (size_t k = order.count; k-- > 0 && rc == EM_OK;) {
         em_node *n = order.items[k];
         em_tensor *g = n->grad_accum;
         n->grad_accum = NULL;
-        if (!g) continue; /* nothing flowed here */
+        if (!g) { /* nothing flowed here */
+            if (hooks) leaf_edges_done(n);
+            continue;
+        }
         if (cap)
             for (int t = 0; t < cap->n; t++)
                 if (cap->inputs[t]->grad_fn == n && accumulate(&cap->grads[t], g)) rc = EM_ERR;
@@ -359,7 +390,9 @@ static int run_backward(em_tensor *root, em_tensor *grad, bool retain_graph, boo
         if (gin != gin_small) free(gin);
         em_tensor_release(g);
         if (!retain_graph) node_free_saved(n);
+        if (hooks && rc == EM_OK) leaf_edges_done(n);
     }
+    if (!cap && hook_done) hook_done(rc, hook_ctx);
     /* On error, drop partial gradients still parked on nodes. */
     for (size_t k = 0; k < order.count; k++) {
         em_tensor_release(order.items[k]->grad_accum);

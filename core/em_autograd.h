@@ -81,6 +81,14 @@ static inline bool em_edge_needs_grad(const em_node *n, int i) {
 
 void em_node_release(em_node *node);
 
+/* Gradient-ready hooks (for bindings/: ember.dist starts each bucket's all-reduce while
+ * the walk goes on, as PyTorch's DDP does). During em_backward (not em_grad) `ready` is
+ * called once per leaf when its .grad is final for this walk (every edge into it has
+ * been processed), and `done` once when the walk ends (rc: its status). NULL clears. */
+typedef void (*em_grad_ready_fn)(em_tensor *leaf, void *ctx);
+typedef void (*em_backward_done_fn)(int rc, void *ctx);
+void em_set_grad_hooks(em_grad_ready_fn ready, em_backward_done_fn done, void *ctx);
+
 /* A readable name for the op that made a node: "mul", "sum", "conv2d". */
 const char *em_node_name(const em_node *node);
 

@@ -44,6 +44,7 @@ typedef struct em_tensor {
     bool retains_grad;       /* a non-leaf that keeps .grad after backward */
     struct em_tensor *grad;  /* accumulated gradient (leaves), or NULL */
     struct em_node *grad_fn; /* the op that made it, NULL for a leaf */
+    int pending_grads;       /* during a backward walk: gradients still to reach this leaf */
 } em_tensor;
 
 /* ---- lifetime -------------------------------------------------------- */

@@ -78,6 +78,38 @@ check "1 vs 2 ranks: the same loss curve and weights ($out)" test $? -eq 0
 out=$("$EMBER" compare.lua one mpi 2>&1)
 check "1 rank vs mpirun -n 2: the same ($out)" test $? -eq 0
 
+# ---- gradient buckets reduced during backward (overlap) give what reducing them at the
+# step gives; two optimizers as a GAN has, one loss reaching both nets, one only one
+cat > overlap.lua <<'LUA'
+local dist, nn, optim, losses = ember.dist, ember.nn, ember.optim, ember.losses
+dist.init()
+dist.data_parallel(true, {bucket_mb = 0.5, overlap = arg[1] == 'on'})
+ember.manual_seed(1)
+local G = nn.Sequential(nn.Linear(16, 300), nn.ReLU(), nn.Linear(300, 784))
+local D = nn.Sequential(nn.Linear(784, 400), nn.LeakyReLU(0.2), nn.Linear(400, 1))
+dist.broadcast_module_(G); dist.broadcast_module_(D)
+local og, od = optim.Adam(G:parameters()), optim.Adam(D:parameters())
+local real = ember.rand(64, 784)
+for s = 1, 4 do
+  local x = dist.shard(real)
+  local fake = G(ember.randn(x:size(1), 16))
+  od:zero_grad()
+  local d_loss = losses.bce_with_logits(D(x), ember.ones(x:size(1), 1))
+    + losses.bce_with_logits(D(fake:detach()), ember.zeros(x:size(1), 1))
+  d_loss:backward(); od:step()
+  og:zero_grad()
+  losses.bce_with_logits(D(fake), ember.ones(x:size(1), 1)):backward(); og:step()
+  dist.end_shard()
+end
+local during, at_end = ember._dist.bucket_counts()
+print(string.format('%s %d %.9g %.9g', arg[1], during, G[3].weight:sum():item(), D[1].weight:sum():item()))
+dist.finalize()
+LUA
+on=$($MPIRUN -n 2 "$EMBER" overlap.lua on 2>&1 | head -1)
+off=$($MPIRUN -n 2 "$EMBER" overlap.lua off 2>&1 | head -1)
+check "buckets reduced during backward ($on)" sh -c 'set -- $1; [ "$2" -gt 0 ]' - "$on"
+check "... give the weights that reducing at the step gives ($off)" test "${on#on * }" = "${off#off * }"
+
 # ---- a batch that does not divide by the ranks: near-equal shards, weighted by size
 "$EMBER" run "$B1" --threads 1 --set steps=20 --set batch=50 --out odd1 > odd1.out 2>&1
 "$EMBER" run "$B1" --nproc 3 --set steps=20 --set batch=50 --out odd3 > odd3.out 2>&1

@@ -26,7 +26,10 @@ local st = {
   data_parallel = false,
   share = nil,        -- this rank's fraction of the current global batch (nil: 1 / size)
   bucket_mb = 25,     -- gradient bucket size (PyTorch DDP's default)
+  overlap = true,     -- reduce buckets while backward runs
 }
+-- optimizer parameter list -> its bucket group in C (false: not watched)
+local groups = setmetatable({}, { __mode = 'k' })
 
 local function typename(v)
   if ember.is_tensor(v) then return 'tensor' end
@@ -140,8 +143,15 @@ function dist.data_parallel(on, opts)
     end
     st.bucket_mb = opts.bucket_mb
   end
+  if opts and opts.overlap ~= nil then
+    if type(opts.overlap) ~= 'boolean' then
+      error(('data_parallel: overlap must be a boolean, got %s'):format(typename(opts.overlap)), 2)
+    end
+    st.overlap = opts.overlap
+  end
   dist.init()
   st.data_parallel = on
+  C.set_share(1 / st.size)
 end
 
 --- dist.is_data_parallel() -> whether optimizers average gradients (and more than one rank runs).
@@ -197,6 +207,7 @@ function dist.shard(...)
     end
     first, count = shard_range(n, st.rank, st.size)
     st.share = count / n
+    C.set_share(st.share)
     C.set_rng_shard(n, first, count)
   else
     st.share = nil
@@ -221,10 +232,19 @@ function dist.share() return st.share or 1 / dist.world_size() end
 
 --- dist.average_gradients_(params): every parameter's .grad becomes the weighted mean
 --- over the ranks (one all-reduce per bucket of flattened gradients). Parameters
---- without a gradient are skipped, the same on every rank.
+--- without a gradient are skipped, the same on every rank. Called by opt:step() in
+--- data-parallel training; from its second call on a list's buckets are reduced
+--- during backward itself (overlap, unless data_parallel{overlap = false}), and then
+--- there is nothing left to do here.
 function dist.average_gradients_(params)
   dist.init()
   if st.size == 1 then return end
+  local id = groups[params]
+  if id == nil then
+    id = st.overlap and C.watch_(params, math.floor(st.bucket_mb * 1024 * 1024)) or false
+    groups[params] = id
+  end
+  if id and C.take_averaged(id) then return end
   local grads = {}
   for _, p in ipairs(params) do
     local g = p.grad
