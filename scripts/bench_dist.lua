@@ -3,9 +3,10 @@
 --   memory            one rank's memory bandwidth: copies of a 64 MB tensor (GB/s)
 --   allreduce MB      the all-reduce of an MB gradient bucket (ember.dist's bucketed
 --                     path): median seconds and the bus bandwidth 2 (n-1)/n bytes / s
---   b3 STEPS          the B3 CNN (DESIGN.md), global batch 128 on synthetic images,
---                     data-parallel over the ranks: median ms per step, and the share of
---                     the step spent averaging gradients (communication)
+--   b3 STEPS [off]    the B3 CNN (DESIGN.md), global batch 128 on synthetic images,
+--                     data-parallel over the ranks: median ms per step, and (with off:
+--                     buckets reduced at opt:step(), not during backward) the share of the
+--                     step spent averaging gradients (communication)
 -- Prints one line on rank 0: `MODE key value ...`.
 local ember = require 'ember'
 local dist = ember.dist
@@ -53,7 +54,8 @@ elseif mode == 'b3' then
     nn.Conv2d(1, 32, 3, { padding = 1 }), nn.ReLU(), nn.MaxPool2d(2),
     nn.Conv2d(32, 64, 3, { padding = 1 }), nn.ReLU(), nn.MaxPool2d(2),
     nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
-  dist.data_parallel(true)
+  local overlap = arg[3] ~= 'off'
+  dist.data_parallel(true, { overlap = overlap })
   dist.broadcast_module_(net)
   local opt = optim.Adam(net:parameters(), { lr = 1e-3 })
   local x = ember.rand(128, 1, 28, 28)
@@ -81,8 +83,9 @@ elseif mode == 'b3' then
   -- every rank's view, reduced: the slowest rank sets the pace
   local worst = ember.tensor{ ms }
   dist.all_reduce_(worst, { op = 'max' })
-  say('b3 ranks %d threads %d ms_per_step %.2f comm_share %.3f epoch_s %.1f', world,
-      ember.get_num_threads(), worst[1], median(shares), worst[1] * 469 / 1000)
+  say('b3 ranks %d threads %d ms_per_step %.2f %s epoch_s %.1f', world, ember.get_num_threads(),
+      worst[1], overlap and 'overlap on' or string.format('comm_share %.3f', median(shares)),
+      worst[1] * 469 / 1000)
 else
   error('bench_dist.lua: mode must be memory, allreduce or b3', 0)
 end

@@ -25,6 +25,7 @@ done
 m1=$(echo "$one" | tr ' ' '\n' | grep . | median)
 m2=$(echo "$two" | tr ' ' '\n' | grep . | median)
 echo "B3 per epoch (469 steps of 128, from the median step of $STEPS): 1 rank x 2 threads $m1 s, 2 ranks x 1 thread $m2 s (rounds:$one |$two)"
-for n in 4 8; do
+for n in 4 8; do # the communication share with reduction at the step, then the overlapped step
+    $MPIRUN -n $n "$EMBER" -e "ember.set_num_threads(1)" $B b3 $((STEPS / 2)) off
     $MPIRUN -n $n "$EMBER" -e "ember.set_num_threads(1)" $B b3 $((STEPS / 2))
 done
