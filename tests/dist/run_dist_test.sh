@@ -229,5 +229,18 @@ interrupt_test() { # $1: how, $2: folder
 interrupt_test int ctrlc
 interrupt_test term sigterm
 
+# ---- a checkpoint of a 2-rank run resumes on one process (any world size)
+setsid sh -c "exec '$EMBER' run '$B1' --nproc 2 --set steps=60 --set checkpoint_every=10 --set slow=0.03 --out world > world.out 2>&1" &
+job=$!
+tries=0
+until [ -f world/checkpoint ] || [ $tries -ge 300 ]; do sleep 0.1; tries=$((tries + 1)); done
+sleep 0.3
+kill -INT -"$job"
+wait "$job"
+"$EMBER" run --resume world > world.resumed 2>&1
+check "a 2-rank run's checkpoint resumes on one process ($?)" grep -q 'status = "finished"' world/result.lua
+out=$("$EMBER" compare20.lua straight world 2>&1)
+check "... and ends with the straight run's loss curve within 1e-4 ($out)" test $? -eq 0
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
