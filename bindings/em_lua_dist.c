@@ -424,8 +424,11 @@ static bool bucket_packable(grad_group *gr, grad_bucket *b, int64_t *elems) {
     return true;
 }
 
+static bool hooks_enabled = true; /* _dist.set_overlap: off while only some ranks compute */
+
 static void on_grad_ready(em_tensor *leaf, void *ctx) {
     (void)ctx;
+    if (!hooks_enabled) return;
     for (int gi = 0; gi < n_groups; gi++) {
         grad_group *gr = &groups[gi];
         for (int i = 0; i < gr->n; i++) {
@@ -572,6 +575,13 @@ static int ld_bucket_counts(lua_State *L) {
     return 2;
 }
 
+/* _dist.set_overlap(on): whether backward reduces watched gradients (off: a walk on one
+ * rank alone, e.g. the leader drawing samples, must not start a collective). */
+static int ld_set_overlap(lua_State *L) {
+    hooks_enabled = lua_toboolean(L, 1);
+    return 0;
+}
+
 /* _dist.set_share(w): this rank's weight for the gradients of the coming backward. */
 static int ld_set_share(lua_State *L) {
     grad_share = (float)luaL_checknumber(L, 1);
@@ -650,6 +660,7 @@ void em_lua_open_dist(lua_State *L, int module, int methods) {
         {"take_averaged", ld_take_averaged},
         {"set_share", ld_set_share},
         {"bucket_counts", ld_bucket_counts},
+        {"set_overlap", ld_set_overlap},
         {NULL, NULL}};
     luaL_newlib(L, fns);
     lua_setfield(L, module, "_dist");

@@ -152,6 +152,7 @@ function dist.data_parallel(on, opts)
   dist.init()
   st.data_parallel = on
   C.set_share(1 / st.size)
+  C.set_overlap(on and st.overlap)
 end
 
 --- dist.is_data_parallel() -> whether optimizers average gradients (and more than one rank runs).

@@ -1187,6 +1187,7 @@ function M.run(opts)
         if not ckpt_every or ckpt_every <= 0 or epoch % ckpt_every == 0 or epoch == epochs then checkpoint() end
       end
     end
+    if parallel then dist.data_parallel(false) end -- what follows runs on the leader alone
     if r.sample and leader then
       local out_dir = dir .. '/samples'
       files.mkdir(out_dir)
