@@ -222,6 +222,8 @@ TEST(conv2d_matches_naive_loop) {
     check_conv2d(2, 3, 9, 11, 2, 3, 3, conv_args(1, 2, 2, 1), false, true); /* dilation 2 */
     check_conv2d(2, 4, 7, 7, 6, 3, 3, conv_args(1, 1, 1, 2), false, true); /* groups 2 */
     check_conv2d(2, 4, 9, 8, 4, 3, 3, conv_args(2, 1, 2, 2), true, true);  /* all + strided */
+    check_conv2d(2, 3, 28, 28, 4, 4, 4, conv_args(2, 1, 1, 1), false, true); /* DCGAN: k4 s2 p1 */
+    check_conv2d(1, 2, 14, 15, 3, 4, 4, conv_args(2, 1, 1, 1), true, true);  /* odd width, strided */
     check_conv2d(3, 3, 5, 6, 2, 5, 6, conv_args(1, 0, 1, 1), true, false); /* kernel = image */
     /* planes of >= 256 pixels: multiplied one image at a time */
     check_conv2d(3, 4, 18, 17, 4, 3, 3, conv_args(1, 1, 1, 2), true, true);
