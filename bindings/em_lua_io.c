@@ -6,7 +6,6 @@
  * file layout is documented at the top of core/em_safetensors.c. */
 #include <dirent.h>
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -251,11 +250,7 @@ static int l_file_kind(lua_State *L) {
     return 2;
 }
 
-static int cmp_names(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* ember._list_dir(path) -> sorted list of the entry names (no . and ..), or nil, message. */
+/* ember._list_dir(path) -> the entry names in directory order (no . and ..), or nil, message. */
 static int l_list_dir(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     DIR *d = opendir(path);
@@ -273,19 +268,6 @@ static int l_list_dir(lua_State *L) {
         lua_rawseti(L, -2, ++n);
     }
     closedir(d);
-    /* sort the Lua strings in place through a C array of their pointers */
-    const char **names = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof *names, 0);
-    for (int i = 0; i < n; i++) {
-        lua_rawgeti(L, -2, i + 1);
-        names[i] = lua_tostring(L, -1);
-        lua_pop(L, 1); /* the string stays alive in the table */
-    }
-    qsort(names, (size_t)n, sizeof *names, cmp_names);
-    lua_createtable(L, n, 0);
-    for (int i = 0; i < n; i++) {
-        lua_pushstring(L, names[i]);
-        lua_rawseti(L, -2, i + 1);
-    }
     return 1;
 }
 

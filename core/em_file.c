@@ -5,7 +5,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
+#include <string.h>
 #include <unistd.h>
+
+#include "em_error.h"
 
 const char *em_file_kind(mode_t mode) {
     if (S_ISREG(mode)) return "a regular file";
@@ -44,4 +47,13 @@ int em_file_open_regular(const char *path, struct stat *st, int *err, const char
         return -1;
     }
     return fd;
+}
+
+int em_file_open_regular_or_fail(const char *fn, const char *path, struct stat *st) {
+    int err;
+    const char *kind;
+    int fd = em_file_open_regular(path, st, &err, &kind);
+    if (fd >= 0) return fd;
+    if (kind) return em_error_set("%s: '%s' is not a regular file (it is %s)", fn, path, kind);
+    return em_error_set("%s: cannot open '%s': %s", fn, path, strerror(err));
 }

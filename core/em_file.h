@@ -16,6 +16,11 @@
  * description ("a directory", "a named pipe (FIFO)", ...). */
 int em_file_open_regular(const char *path, struct stat *st, int *err, const char **kind);
 
+/* em_file_open_regular with the message set on failure (and -1 returned):
+ * "<fn>: cannot open '<path>': <reason>" or "<fn>: '<path>' is not a regular
+ * file (it is a named pipe (FIFO))". */
+int em_file_open_regular_or_fail(const char *fn, const char *path, struct stat *st);
+
 /* "a regular file", "a directory", "a named pipe (FIFO)", "a socket",
  * "a character device", "a block device" or "a special file" for a st_mode. */
 const char *em_file_kind(mode_t mode);

@@ -217,16 +217,8 @@ em_tensor *em_idx_load(const char *path, float scale, float shift) {
         return NULL;
     }
     struct stat st;
-    int err;
-    const char *kind;
-    int fd = em_file_open_regular(path, &st, &err, &kind);
-    if (fd < 0) {
-        if (kind)
-            em_error_set("idx_load: '%s' is not a regular file (it is %s)", path, kind);
-        else
-            em_error_set("idx_load: cannot open '%s': %s", path, strerror(err));
-        return NULL;
-    }
+    int fd = em_file_open_regular_or_fail("idx_load", path, &st);
+    if (fd < 0) return NULL;
     if (st.st_size == 0) {
         em_error_set("idx_load: '%s' is empty (0 bytes)", path);
         close(fd);

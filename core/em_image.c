@@ -196,16 +196,8 @@ em_tensor *em_image_load(const char *path) {
         return NULL;
     }
     struct stat st;
-    int err;
-    const char *kind;
-    int fd = em_file_open_regular(path, &st, &err, &kind);
-    if (fd < 0) {
-        if (kind)
-            em_error_set("load_image: '%s' is not a regular file (it is %s)", path, kind);
-        else
-            em_error_set("load_image: cannot open '%s': %s", path, strerror(err));
-        return NULL;
-    }
+    int fd = em_file_open_regular_or_fail("load_image", path, &st);
+    if (fd < 0) return NULL;
     FILE *f = fdopen(fd, "rb");
     if (!f) {
         em_error_set("load_image: cannot open '%s': %s", path, strerror(errno));

@@ -147,14 +147,6 @@ function M.parse(command, args)
   return opts, positional
 end
 
--- The number of cores of this machine.
-local function cores()
-  local p = io.popen('nproc 2>/dev/null')
-  local n = p and math.tointeger(tonumber(p:read('l') or ''))
-  if p then p:close() end
-  return n or 1
-end
-
 -- `ember run ... --nproc N`: the same command under mpirun with N ranks (threads split
 -- between them unless --threads says otherwise). Returns mpirun's exit status.
 local function run_under_mpirun(args, n, opts, recipe_file)
@@ -173,7 +165,7 @@ local function run_under_mpirun(args, n, opts, recipe_file)
     i = i + 1
   end
   if not opts.threads and not opts.resume then
-    rest[#rest + 1] = '--threads ' .. math.max(1, cores() // n)
+    rest[#rest + 1] = '--threads ' .. math.max(1, files.cores() // n)
   end
   -- the run folder, chosen here so that this process can read how the run ended
   local dir = opts.resume or opts.out
@@ -182,8 +174,7 @@ local function run_under_mpirun(args, n, opts, recipe_file)
     rest[#rest + 1] = '--out ' .. files.quote(dir)
   end
   local cmd = {'mpirun', '-n', tostring(n), '--oversubscribe', '--bind-to', 'none'}
-  local uid = io.popen('id -u'):read('l')
-  if uid == '0' then cmd[#cmd + 1] = '--allow-run-as-root' end
+  if files.command_output('id -u') == '0' then cmd[#cmd + 1] = '--allow-run-as-root' end
   if os.getenv('EMBER_DIST_TIMEOUT') then cmd[#cmd + 1] = '-x EMBER_DIST_TIMEOUT' end -- to remote ranks too
   cmd[#cmd + 1] = files.quote(recipe.ember_bin())
   cmd[#cmd + 1] = 'run'

@@ -242,11 +242,9 @@ function data.save_idx(t, path)
   ccall(2, C.idx_save, t, path)
 end
 
--- Whether path exists (never opens it: a named pipe would block; read_idx
--- then refuses anything but a regular file).
-local function file_exists(path)
-  return ember._file_kind(path) ~= nil
-end
+-- Whether path exists (files.exists never opens anything but a regular file, so a
+-- named pipe cannot block; read_idx then refuses it).
+local file_exists = require('ember.files').exists
 
 -- The IDX file `stem` in dir: stem.gz, stem, or the stem.idx3-ubyte spelling.
 local function find_idx(dir, stem)

@@ -262,14 +262,15 @@ end
 function dist.average_values(values)
   dist.init()
   if st.size == 1 then return values end
-  local keys = {}
+  local keys, weighted = {}, {}
   for k in pairs(values) do keys[#keys + 1] = k end
   table.sort(keys)
-  local t = ember.zeros(#keys)
-  for i, k in ipairs(keys) do t[i] = values[k] * dist.share() end
-  C.all_reduce_(t, 'sum')
+  if #keys == 0 then return {} end
+  local share = dist.share()
+  for i, k in ipairs(keys) do weighted[i] = values[k] * share end
+  local sums = C.all_reduce_(ember.tensor(weighted), 'sum'):totable()
   local out = {}
-  for i, k in ipairs(keys) do out[k] = t[i] end
+  for i, k in ipairs(keys) do out[k] = sums[i] end
   return out
 end
 

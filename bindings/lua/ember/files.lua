@@ -40,7 +40,9 @@ end
 
 --- files.list(dir) -> the sorted names in dir (no . and ..), or nil, message.
 function files.list(dir)
-  return require('ember')._list_dir(dir)
+  local names, err = require('ember')._list_dir(dir)
+  if names then table.sort(names) end
+  return names, err
 end
 
 --- files.check_regular(path) -> true, or nil and "<path>: is a named pipe (FIFO),
@@ -82,6 +84,11 @@ function files.write_atomic(path, text)
   assert(f:write(text))
   assert(f:close())
   assert(os.rename(tmp, path))
+end
+
+--- files.cores() -> the number of CPU cores of this machine (1 when unknown).
+function files.cores()
+  return math.tointeger(tonumber(files.command_output('nproc') or '1')) or 1
 end
 
 --- files.quote(s) -> s quoted for the POSIX shell.

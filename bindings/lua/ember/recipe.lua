@@ -704,10 +704,6 @@ local function own_pid()
 end
 
 -- A fresh default run folder: runs/<name>-<timestamp>[-k].
-local function default_run_dir(name)
-  return M.default_run_dir(name)
-end
-
 --- default_run_dir(name) -> runs/<name>-<date>-<time> (with -2, -3 ... when taken).
 function M.default_run_dir(name)
   local base = 'runs/' .. name .. '-' .. os.date('%Y%m%d-%H%M%S')
@@ -950,7 +946,7 @@ function M.run(opts)
     recipe_path = files.absolute(opts.recipe)
     r = M.load(recipe_path)
     params = M.resolve(r, opts.sets or {}, opts.preset)
-    dir = opts.out and opts.out:gsub('/+$', '') or default_run_dir(r.name)
+    dir = opts.out and opts.out:gsub('/+$', '') or M.default_run_dir(r.name)
     if parallel and not opts.out then dir = dist.broadcast(dir) end -- the leader's choice
     if files.exists(dir .. '/config.lua') then
       M.usage_error('%s already holds a run; continue it with `ember run --resume %s` or choose another --out',

@@ -288,9 +288,7 @@ local function job_line(bin, plan, run, dir, threads, resume, notify, allow_chan
 end
 
 -- Number of CPU cores.
-local function cores()
-  return math.tointeger(tonumber(files.command_output('nproc') or '1')) or 1
-end
+local cores = files.cores
 
 -- The process id of this ember process (the parent of the shell io.popen starts).
 local function own_pid()
