@@ -129,9 +129,27 @@ static em_tensor *opt_tensor(lua_State *L, int arg, const char *fname, const cha
 
 /* ---- convolution ----------------------------------------------------- */
 
-/* conv2d(x, w [, b [, {stride=, padding=, dilation=, groups=}]]) */
+/* opts.mask ('A', 'B', 'V' or nil) and opts.mask_groups into a. */
+static void opt_mask(lua_State *L, int opts, const char *fname, em_conv2d_args *a) {
+    if (!opts) return;
+    int t = lua_getfield(L, opts, "mask");
+    if (t != LUA_TNIL) {
+        const char *m = t == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        if (m && !strcmp(m, "A")) a->mask = EM_MASK_A;
+        else if (m && !strcmp(m, "B")) a->mask = EM_MASK_B;
+        else if (m && !strcmp(m, "V")) a->mask = EM_MASK_V;
+        else
+            luaL_error(L, "%s: option 'mask' must be 'A', 'B' or 'V', got %s", fname,
+                       m ? luaL_tolstring(L, -1, NULL) : luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+    opt_integer(L, opts, fname, "mask_groups", 1, &a->mask_groups);
+}
+
+/* conv2d(x, w [, b [, {stride=, padding=, dilation=, groups=, mask=, mask_groups=}]]) */
 static int lf_conv2d(lua_State *L) {
-    static const char *const known[] = {"stride", "padding", "dilation", "groups", NULL};
+    static const char *const known[] = {"stride",      "padding", "dilation", "groups", "mask",
+                                        "mask_groups", NULL};
     em_tensor *x = em_lua_check(L, 1, "conv2d"), *w = em_lua_check(L, 2, "conv2d");
     em_tensor *b = opt_tensor(L, 3, "conv2d", "a bias");
     int opts = check_options(L, 4, "conv2d", known);
@@ -140,14 +158,16 @@ static int lf_conv2d(lua_State *L) {
     opt_pair(L, opts, "conv2d", "padding", 0, a.padding);
     opt_pair(L, opts, "conv2d", "dilation", 1, a.dilation);
     opt_integer(L, opts, "conv2d", "groups", 1, &a.groups);
+    opt_mask(L, opts, "conv2d", &a);
     em_lua_push(L, em_conv2d(x, w, b, &a));
     return 1;
 }
 
-/* conv_transpose2d(x, w [, b [, {stride=, padding=, output_padding=, dilation=, groups=}]]) */
+/* conv_transpose2d(x, w [, b [, {stride=, padding=, output_padding=, dilation=, groups=,
+ * mask=, mask_groups=}]]) */
 static int lf_conv_transpose2d(lua_State *L) {
     static const char *const known[] = {"stride", "padding", "output_padding", "dilation",
-                                        "groups", NULL};
+                                        "groups", "mask",    "mask_groups",    NULL};
     const char *fn = "conv_transpose2d";
     em_tensor *x = em_lua_check(L, 1, fn), *w = em_lua_check(L, 2, fn);
     em_tensor *b = opt_tensor(L, 3, fn, "a bias");
@@ -158,7 +178,27 @@ static int lf_conv_transpose2d(lua_State *L) {
     opt_pair(L, opts, fn, "output_padding", 0, a.output_padding);
     opt_pair(L, opts, fn, "dilation", 1, a.dilation);
     opt_integer(L, opts, fn, "groups", 1, &a.groups);
+    opt_mask(L, opts, fn, &a);
     em_lua_push(L, em_conv_transpose2d(x, w, b, &a));
+    return 1;
+}
+
+/* conv_mask(d0, d1, kernel, {mask=, mask_groups=}): the 0/1 weight mask */
+static int lf_conv_mask(lua_State *L) {
+    static const char *const known[] = {"mask", "mask_groups", NULL};
+    const char *fn = "conv_mask";
+    int64_t d[2], k[2];
+    for (int i = 0; i < 2; i++) {
+        int isint = 0;
+        d[i] = lua_tointegerx(L, i + 1, &isint);
+        if (!isint || d[i] < 1) em_lua_arg_error(L, i + 1, fn, "a channel count >= 1");
+    }
+    if (lua_isnoneornil(L, 3)) em_lua_arg_error(L, 3, fn, "a kernel size (number or {h, w})");
+    check_pair(L, 3, fn, "kernel size", 1, k);
+    int opts = check_options(L, 4, fn, known);
+    em_conv2d_args a = em_conv2d_defaults();
+    opt_mask(L, opts, fn, &a);
+    em_lua_push(L, em_conv_mask_tensor(d[0], d[1], k[0], k[1], &a));
     return 1;
 }
 
@@ -334,4 +374,6 @@ void em_lua_open_nn(lua_State *L, int module, int methods) {
     }
     lua_pushcfunction(L, lf_embedding);
     lua_setfield(L, module, "embedding");
+    lua_pushcfunction(L, lf_conv_mask);
+    lua_setfield(L, module, "conv_mask");
 }

@@ -7,7 +7,13 @@
  *
  * The work is im2col / col2im (OpenMP) around one cblas_sgemm per group over a
  * chunk of the batch: the columns of nb images sit side by side, so the
- * product is [O x K] @ [K x nb*P] rather than nb thin products. */
+ * product is [O x K] @ [K x nb*P] rather than nb thin products.
+ *
+ * A causal mask (em_conv_mask) keeps a raster-order prefix of the kernel's
+ * taps: im2col lowers only those T taps, the weight is packed to
+ * [O x C*T], so a 3x3 mask-B conv costs 5/9 of a plain one and a 7x7 mask-A
+ * one 24/49. Centre entries cut by channel groups are zero in the packed
+ * weight (and in the weight gradient). */
 #include <cblas.h>
 #include <string.h>
 
@@ -24,7 +30,7 @@
 #define PER_IMAGE_MIN 256
 
 em_conv2d_args em_conv2d_defaults(void) {
-    return (em_conv2d_args){{1, 1}, {0, 0}, {1, 1}, {0, 0}, 1};
+    return (em_conv2d_args){{1, 1}, {0, 0}, {1, 1}, {0, 0}, 1, EM_MASK_NONE, 1};
 }
 
 /* ---- helpers --------------------------------------------------------- */
@@ -80,7 +86,78 @@ static int check_args(const char *fn, const em_conv2d_args *a, bool transposed) 
                                 (long long)a->output_padding[i]);
     }
     if (a->groups < 1) return em_error_set("%s: groups must be >= 1, got %lld", fn, (long long)a->groups);
+    if (a->mask < EM_MASK_NONE || a->mask > EM_MASK_V)
+        return em_error_set("%s: unknown mask %d", fn, (int)a->mask);
+    if (a->mask != EM_MASK_NONE && a->groups != 1)
+        return em_error_set("%s: a masked convolution needs groups = 1, got %lld", fn,
+                            (long long)a->groups);
+    if (a->mask_groups < 0)
+        return em_error_set("%s: mask_groups must be >= 1, got %lld", fn,
+                            (long long)a->mask_groups);
+    if (a->mask_groups > 1 && a->mask != EM_MASK_A && a->mask != EM_MASK_B)
+        return em_error_set("%s: mask_groups %lld needs mask A or B", fn,
+                            (long long)a->mask_groups);
     return EM_OK;
+}
+
+/* Channel groups must divide both channel counts of the weight [D0 x D1 x ..]. */
+static int check_mask_channels(const char *fn, const em_conv2d_args *a, int64_t D0, int64_t D1) {
+    if (a->mask_groups <= 1 || (D0 % a->mask_groups == 0 && D1 % a->mask_groups == 0))
+        return EM_OK;
+    return em_error_set("%s: mask_groups %lld must divide both channel counts %lld and %lld", fn,
+                        (long long)a->mask_groups, (long long)D0, (long long)D1);
+}
+
+/* ---- masks ----------------------------------------------------------- */
+
+static bool centre_by_groups(const em_conv2d_args *a) {
+    return (a->mask == EM_MASK_A || a->mask == EM_MASK_B) && a->mask_groups > 1;
+}
+
+/* How many taps of a kh x kw kernel the mask keeps (a prefix in raster order). */
+static int64_t kept_taps(int64_t kh, int64_t kw, const em_conv2d_args *a) {
+    const int64_t ch = kh / 2, cw = kw / 2;
+    switch (a->mask) {
+    case EM_MASK_A: return ch * kw + cw + (centre_by_groups(a) ? 1 : 0);
+    case EM_MASK_B: return ch * kw + cw + 1;
+    case EM_MASK_V: return (ch + 1) * kw;
+    default: return kh * kw;
+    }
+}
+
+/* Whether weight entry [i][j] (dim 0 of size D0, dim 1 of size D1) keeps its
+ * centre tap under channel groups: group(j) < group(i) for A, <= for B. */
+static bool centre_kept(const em_conv2d_args *a, int64_t i, int64_t D0, int64_t j, int64_t D1) {
+    const int64_t gi = i * a->mask_groups / D0, gj = j * a->mask_groups / D1;
+    return a->mask == EM_MASK_A ? gj < gi : gj <= gi;
+}
+
+/* packed [D0 x D1 T] = the T kept taps of w [D0 x D1 x kk], centre entries cut
+ * by channel groups set to 0. */
+static void pack_taps(const float *w, int64_t D0, int64_t D1, int64_t kk, int64_t T,
+                      const em_conv2d_args *a, float *packed) {
+    const bool groups = centre_by_groups(a);
+    for (int64_t i = 0; i < D0; i++)
+        for (int64_t j = 0; j < D1; j++) {
+            const float *src = w + (i * D1 + j) * kk;
+            float *dst = packed + (i * D1 + j) * T;
+            for (int64_t t = 0; t < T; t++) dst[t] = src[t];
+            if (groups && T > 0 && !centre_kept(a, i, D0, j, D1)) dst[T - 1] = 0.0f;
+        }
+}
+
+/* w [D0 x D1 x kk] = packed [D0 x D1 T] spread back; 0 at every tap not kept. */
+static void unpack_taps(const float *packed, int64_t D0, int64_t D1, int64_t kk, int64_t T,
+                        const em_conv2d_args *a, float *w) {
+    const bool groups = centre_by_groups(a);
+    for (int64_t i = 0; i < D0; i++)
+        for (int64_t j = 0; j < D1; j++) {
+            const float *src = packed + (i * D1 + j) * T;
+            float *dst = w + (i * D1 + j) * kk;
+            for (int64_t t = 0; t < T; t++) dst[t] = src[t];
+            for (int64_t t = T; t < kk; t++) dst[t] = 0.0f;
+            if (groups && T > 0 && !centre_kept(a, i, D0, j, D1)) dst[T - 1] = 0.0f;
+        }
 }
 
 static int check_4d(const char *fn, const char *what, const em_tensor *t, const char *layout) {
@@ -106,6 +183,8 @@ static void save_args(em_node *n, const em_conv2d_args *a) {
         n->iarg[6 + i] = a->output_padding[i];
     }
     n->iarg[8] = a->groups;
+    n->iarg[11] = a->mask; /* 9, 10: kh, kw (record) */
+    n->iarg[12] = a->mask_groups;
 }
 
 static em_conv2d_args load_args(const em_node *n) {
@@ -117,32 +196,48 @@ static em_conv2d_args load_args(const em_node *n) {
         a.output_padding[i] = n->iarg[6 + i];
     }
     a.groups = n->iarg[8];
+    a.mask = (em_conv_mask)n->iarg[11];
+    a.mask_groups = n->iarg[12];
     return a;
 }
 
 /* ---- kernels (contiguous data, no autograd) --------------------------- */
 
-/* Image geometry of one convolution: input planes H x W, output OH x OW. */
+/* Image geometry of one convolution: input planes H x W, output OH x OW,
+ * the first T taps of the kh x kw kernel in raster order (all kh kw unmasked). */
 typedef struct {
     int64_t H, W, OH, OW, kh, kw;
     const em_conv2d_args *a;
+    int64_t T;
 } geometry;
 
-/* col[(c kh + i) kw + j][n P + oh OW + ow] = x[n][c][oh sh - ph + i dh][ow sw - pw + j dw]
- * (zero outside the image), for nb images x [nb x C x H x W]; P = OH OW.
- * One (n, c) plane at a time, so its pixels stay in L1 for all kh kw taps. */
+static geometry make_geometry(int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t kh,
+                              int64_t kw, const em_conv2d_args *a) {
+    return (geometry){H, W, OH, OW, kh, kw, a, kept_taps(kh, kw, a)};
+}
+
+/* Whether the weight must be packed to its kept taps before the product. */
+static bool packs(const geometry *g) {
+    return g->T < g->kh * g->kw || centre_by_groups(g->a);
+}
+
+/* col[c T + t][n P + oh OW + ow] = x[n][c][oh sh - ph + i dh][ow sw - pw + j dw]
+ * for the kept taps t = i kw + j < T (zero outside the image), for nb images
+ * x [nb x C x H x W]; P = OH OW. One (n, c) plane at a time, so its pixels
+ * stay in L1 for all taps. */
 static void im2col(const float *x, int64_t nb, int64_t C, const geometry *g, float *col) {
-    const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW, kh = g->kh, kw = g->kw;
+    const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW, T = g->T, kw = g->kw;
     const int64_t sh = g->a->stride[0], sw = g->a->stride[1], ph = g->a->padding[0],
                   pw = g->a->padding[1], dh = g->a->dilation[0], dw = g->a->dilation[1];
     const int64_t P = OH * OW, ld = nb * P;
-#pragma omp parallel for schedule(static) if (nb * C * kh * kw * P > PAR_MIN)
+#pragma omp parallel for schedule(static) if (nb * C * T * P > PAR_MIN)
     for (int64_t plane = 0; plane < nb * C; plane++) {
         const int64_t n = plane / C, c = plane % C;
         const float *src = x + plane * H * W;
-        for (int64_t i = 0; i < kh; i++) {
-            for (int64_t j = 0; j < kw; j++) {
-                float *dst = col + ((c * kh + i) * kw + j) * ld + n * P;
+        for (int64_t t = 0; t < T; t++) {
+            const int64_t i = t / kw, j = t % kw;
+            {
+                float *dst = col + (c * T + t) * ld + n * P;
                 const int64_t iw0 = j * dw - pw;
                 /* the ow range whose iw = iw0 + ow sw lies inside [0, W) */
                 int64_t lo = iw0 >= 0 ? 0 : (-iw0 + sw - 1) / sw;
@@ -173,18 +268,19 @@ static void im2col(const float *x, int64_t nb, int64_t C, const geometry *g, flo
 /* The adjoint of im2col: img[n][c] = sum of the col entries that im2col read
  * from each pixel (img [nb x C x H x W] is overwritten). */
 static void col2im(const float *col, int64_t nb, int64_t C, const geometry *g, float *img) {
-    const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW, kh = g->kh, kw = g->kw;
+    const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW, T = g->T, kw = g->kw;
     const int64_t sh = g->a->stride[0], sw = g->a->stride[1], ph = g->a->padding[0],
                   pw = g->a->padding[1], dh = g->a->dilation[0], dw = g->a->dilation[1];
     const int64_t P = OH * OW, ld = nb * P;
-#pragma omp parallel for schedule(static) if (nb * C * kh * kw * P > PAR_MIN)
+#pragma omp parallel for schedule(static) if (nb * C * T * P > PAR_MIN)
     for (int64_t plane = 0; plane < nb * C; plane++) {
         const int64_t n = plane / C, c = plane % C;
         float *dst = img + plane * H * W;
         memset(dst, 0, (size_t)(H * W) * sizeof(float));
-        for (int64_t i = 0; i < kh; i++) {
-            for (int64_t j = 0; j < kw; j++) {
-                const float *src = col + ((c * kh + i) * kw + j) * ld + n * P;
+        for (int64_t t = 0; t < T; t++) {
+            const int64_t i = t / kw, j = t % kw;
+            {
+                const float *src = col + (c * T + t) * ld + n * P;
                 const int64_t iw0 = j * dw - pw;
                 int64_t lo = iw0 >= 0 ? 0 : (-iw0 + sw - 1) / sw;
                 int64_t hi = W - iw0 <= 0 ? 0 : (W - iw0 + sw - 1) / sw;
@@ -249,17 +345,23 @@ static int64_t chunk_size(int64_t N, int64_t rows, int64_t P) {
 /* y [N x O x OH x OW] = conv(x [N x C x H x W], w [O x C/G x kh x kw]) + b. */
 static int conv2d_kernel(const float *x, const float *w, const float *b, float *y, int64_t N,
                          int64_t C, int64_t O, const geometry *g) {
-    const int64_t G = g->a->groups, Cg = C / G, Og = O / G, kk = g->kh * g->kw;
-    const int64_t K = Cg * kk, P = g->OH * g->OW;
-    const int64_t chunk = chunk_size(N, C * kk, P);
+    const int64_t G = g->a->groups, Cg = C / G, Og = O / G, T = g->T;
+    const int64_t K = Cg * T, P = g->OH * g->OW;
+    const int64_t chunk = chunk_size(N, C * T, P);
     const bool batched = chunk > 1 && P < PER_IMAGE_MIN;
-    em_tensor *hc = NULL, *hy = NULL;
-    float *col = scratch(&hc, C * kk * chunk * P);
+    em_tensor *hc = NULL, *hy = NULL, *hw = NULL;
+    float *col = scratch(&hc, C * T * chunk * P);
     float *buf = batched ? scratch(&hy, O * chunk * P) : NULL;
-    if (!col || (batched && !buf)) {
+    float *wp = packs(g) ? scratch(&hw, O * K) : NULL;
+    if (!col || (batched && !buf) || (packs(g) && !wp)) {
         em_tensor_release(hc);
         em_tensor_release(hy);
+        em_tensor_release(hw);
         return EM_ERR;
+    }
+    if (wp) { /* w [O x C x kk] -> [O x C T] (groups = 1 under a mask) */
+        pack_taps(w, O, Cg, g->kh * g->kw, T, g->a, wp);
+        w = wp;
     }
     for (int64_t n0 = 0; n0 < N; n0 += chunk) {
         const int64_t nb = N - n0 < chunk ? N - n0 : chunk, ld = nb * P;
@@ -283,6 +385,7 @@ static int conv2d_kernel(const float *x, const float *w, const float *b, float *
     }
     em_tensor_release(hc);
     em_tensor_release(hy);
+    em_tensor_release(hw);
     return EM_OK;
 }
 
@@ -290,17 +393,23 @@ static int conv2d_kernel(const float *x, const float *w, const float *b, float *
  * g describes the forward convolution y -> x (its input is y, its output x). */
 static int convt_kernel(const float *x, const float *w, const float *b, float *y, int64_t N,
                         int64_t C, int64_t O, const geometry *g) {
-    const int64_t G = g->a->groups, Cg = C / G, Og = O / G, kk = g->kh * g->kw;
-    const int64_t Q = g->OH * g->OW, Kc = Og * kk;
-    const int64_t chunk = chunk_size(N, O * kk, Q);
+    const int64_t G = g->a->groups, Cg = C / G, Og = O / G, T = g->T;
+    const int64_t Q = g->OH * g->OW, Kc = Og * T;
+    const int64_t chunk = chunk_size(N, O * T, Q);
     const bool batched = chunk > 1 && Q < PER_IMAGE_MIN;
-    em_tensor *hc = NULL, *hx = NULL;
-    float *col = scratch(&hc, O * kk * chunk * Q);
+    em_tensor *hc = NULL, *hx = NULL, *hw = NULL;
+    float *col = scratch(&hc, O * T * chunk * Q);
     float *xrows = batched ? scratch(&hx, C * chunk * Q) : NULL;
-    if (!col || (batched && !xrows)) {
+    float *wp = packs(g) ? scratch(&hw, C * Kc) : NULL;
+    if (!col || (batched && !xrows) || (packs(g) && !wp)) {
         em_tensor_release(hc);
         em_tensor_release(hx);
+        em_tensor_release(hw);
         return EM_ERR;
+    }
+    if (wp) { /* w [C x O x kk] -> [C x O T] (groups = 1 under a mask) */
+        pack_taps(w, C, Og, g->kh * g->kw, T, g->a, wp);
+        w = wp;
     }
     for (int64_t n0 = 0; n0 < N; n0 += chunk) {
         const int64_t nb = N - n0 < chunk ? N - n0 : chunk, ld = nb * Q;
@@ -323,26 +432,30 @@ static int convt_kernel(const float *x, const float *w, const float *b, float *y
     }
     em_tensor_release(hc);
     em_tensor_release(hx);
+    em_tensor_release(hw);
     return EM_OK;
 }
 
 /* dw [O x C/G x kh x kw] = sum over the batch of gy (x) im2col(x). */
 static int conv2d_weight_kernel(const float *x, const float *gy, float *dw, int64_t N, int64_t C,
                                 int64_t O, const geometry *g) {
-    const int64_t G = g->a->groups, Cg = C / G, Og = O / G, kk = g->kh * g->kw;
-    const int64_t K = Cg * kk, P = g->OH * g->OW;
-    const int64_t chunk = chunk_size(N, C * kk, P);
-    if (N == 0) {
-        memset(dw, 0, (size_t)(O * K) * sizeof(float));
+    const int64_t G = g->a->groups, Cg = C / G, Og = O / G, kk = g->kh * g->kw, T = g->T;
+    const int64_t K = Cg * T, P = g->OH * g->OW;
+    const int64_t chunk = chunk_size(N, C * T, P);
+    if (N == 0 || K == 0) {
+        memset(dw, 0, (size_t)(O * Cg * kk) * sizeof(float));
         return EM_OK;
     }
     const bool batched = chunk > 1 && P < PER_IMAGE_MIN;
-    em_tensor *hc = NULL, *hg = NULL;
-    float *col = scratch(&hc, C * kk * chunk * P);
+    em_tensor *hc = NULL, *hg = NULL, *hw = NULL;
+    float *col = scratch(&hc, C * T * chunk * P);
     float *grows = batched ? scratch(&hg, O * chunk * P) : NULL;
-    if (!col || (batched && !grows)) {
+    float *full = dw; /* under a mask: the packed [O x C T] first, spread at the end */
+    if (packs(g)) dw = scratch(&hw, O * K);
+    if (!col || (batched && !grows) || !dw) {
         em_tensor_release(hc);
         em_tensor_release(hg);
+        em_tensor_release(hw);
         return EM_ERR;
     }
     for (int64_t n0 = 0; n0 < N; n0 += chunk) {
@@ -361,8 +474,10 @@ static int conv2d_weight_kernel(const float *x, const float *gy, float *dw, int6
                 sgemm(false, true, Og, K, P, gs + n * O * P + gi * Og * P, P,
                       col + gi * K * ld + n * P, ld, n0 + n == 0 ? 0.0f : 1.0f, dw + gi * Og * K, K);
     }
+    if (dw != full) unpack_taps(dw, O, Cg, kk, T, g->a, full);
     em_tensor_release(hc);
     em_tensor_release(hg);
+    em_tensor_release(hw);
     return EM_OK;
 }
 
@@ -421,7 +536,7 @@ em_tensor *em_conv2d(em_tensor *x, em_tensor *w, em_tensor *b, const em_conv2d_a
                      (long long)(w->shape[1] * G), (long long)w->shape[1], (long long)G);
         return NULL;
     }
-    if (check_bias(fn, b, O)) return NULL;
+    if (check_bias(fn, b, O) || check_mask_channels(fn, a, O, C)) return NULL;
     const int64_t OH = conv_out(H, kh, a->stride[0], a->padding[0], a->dilation[0]);
     const int64_t OW = conv_out(W, kw, a->stride[1], a->padding[1], a->dilation[1]);
     if (OH < 1 || OW < 1) {
@@ -436,7 +551,7 @@ em_tensor *em_conv2d(em_tensor *x, em_tensor *w, em_tensor *b, const em_conv2d_a
     int64_t shape[4] = {N, O, OH, OW};
     em_tensor *out = NULL;
     if (make_contiguous(&c, x, w, b) == EM_OK && (out = em_tensor_empty(4, shape))) {
-        geometry g = {H, W, OH, OW, kh, kw, a};
+        geometry g = make_geometry(H, W, OH, OW, kh, kw, a);
         if (conv2d_kernel(em_tensor_data(c.x), em_tensor_data(c.w),
                           c.b ? em_tensor_data(c.b) : NULL, em_tensor_data(out), N, C, O, &g)) {
             em_tensor_release(out);
@@ -472,7 +587,7 @@ em_tensor *em_conv_transpose2d(em_tensor *x, em_tensor *w, em_tensor *b,
                      (long long)G);
         return NULL;
     }
-    if (check_bias(fn, b, O)) return NULL;
+    if (check_bias(fn, b, O) || check_mask_channels(fn, a, C, O)) return NULL;
     const int64_t OH = convt_out(H, kh, a->stride[0], a->padding[0], a->dilation[0],
                                  a->output_padding[0]);
     const int64_t OW = convt_out(W, kw, a->stride[1], a->padding[1], a->dilation[1],
@@ -487,7 +602,7 @@ em_tensor *em_conv_transpose2d(em_tensor *x, em_tensor *w, em_tensor *b,
     int64_t shape[4] = {N, O, OH, OW};
     em_tensor *out = NULL;
     if (make_contiguous(&c, x, w, b) == EM_OK && (out = em_tensor_empty(4, shape))) {
-        geometry g = {OH, OW, H, W, kh, kw, a}; /* the conv that maps out -> x */
+        geometry g = make_geometry(OH, OW, H, W, kh, kw, a); /* the conv that maps out -> x */
         if (convt_kernel(em_tensor_data(c.x), em_tensor_data(c.w),
                          c.b ? em_tensor_data(c.b) : NULL, em_tensor_data(out), N, C, O, &g)) {
             em_tensor_release(out);
@@ -520,6 +635,7 @@ em_tensor *em_conv2d_weight(em_tensor *x, em_tensor *gy, int64_t kh, int64_t kw,
                      (long long)C, (long long)O, (long long)G);
         return NULL;
     }
+    if (check_mask_channels(fn, a, O, C / G)) return NULL;
     const int64_t OH = conv_out(H, kh, a->stride[0], a->padding[0], a->dilation[0]);
     const int64_t OW = conv_out(W, kw, a->stride[1], a->padding[1], a->dilation[1]);
     if (gy->shape[0] != N || gy->shape[2] != OH || gy->shape[3] != OW || OH < 1 || OW < 1) {
@@ -533,7 +649,7 @@ em_tensor *em_conv2d_weight(em_tensor *x, em_tensor *gy, int64_t kh, int64_t kw,
     int64_t shape[4] = {O, C / G, kh, kw};
     em_tensor *out = NULL;
     if (make_contiguous(&c, x, gy, NULL) == EM_OK && (out = em_tensor_empty(4, shape))) {
-        geometry g = {H, W, OH, OW, kh, kw, a};
+        geometry g = make_geometry(H, W, OH, OW, kh, kw, a);
         if (conv2d_weight_kernel(em_tensor_data(c.x), em_tensor_data(c.w), em_tensor_data(out),
                                  N, C, O, &g)) {
             em_tensor_release(out);
@@ -543,6 +659,28 @@ em_tensor *em_conv2d_weight(em_tensor *x, em_tensor *gy, int64_t kh, int64_t kw,
         }
     }
     release_inputs(&c);
+    return out;
+}
+
+em_tensor *em_conv_mask_tensor(int64_t D0, int64_t D1, int64_t kh, int64_t kw,
+                               const em_conv2d_args *a) {
+    const char *fn = "conv_mask";
+    if (!a || check_args(fn, a, false) || check_mask_channels(fn, a, D0, D1)) return NULL;
+    if (D0 < 1 || D1 < 1 || kh < 1 || kw < 1) {
+        em_error_set("%s: sizes must be >= 1, got %lld x %lld x %lld x %lld", fn, (long long)D0,
+                     (long long)D1, (long long)kh, (long long)kw);
+        return NULL;
+    }
+    const int64_t T = kept_taps(kh, kw, a), shape[4] = {D0, D1, kh, kw};
+    em_tensor *ones = NULL, *out = em_tensor_empty(4, shape);
+    float *packed = out ? scratch(&ones, D0 * D1 * T) : NULL;
+    if (!packed) {
+        em_tensor_release(out);
+        return NULL;
+    }
+    for (int64_t i = 0; i < D0 * D1 * T; i++) packed[i] = 1.0f;
+    unpack_taps(packed, D0, D1, kh * kw, T, a, em_tensor_data(out));
+    em_tensor_release(ones);
     return out;
 }
 

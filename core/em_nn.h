@@ -12,17 +12,35 @@
 
 #include "em_tensor.h"
 
+/* Causal masks of a convolution's kernel (PixelCNN, van den Oord et al. 2016).
+ * With the kernel's centre at (kh / 2, kw / 2), the taps that exist are a
+ * prefix of the kernel in raster order; the rest are not computed at all
+ * (the products run over the kept taps only, and their weight gradient is 0):
+ *   A  the taps strictly before the centre (rows above, then left of it)
+ *   B  as A plus the centre itself
+ *   V  every tap in the rows up to and including the centre row (Gated
+ *      PixelCNN's vertical stack, before its shift down by one row)
+ * mask_groups > 1 splits both channel counts into that many consecutive
+ * groups (R, G, B): at the centre tap, weight [a][b] (a indexes dim 0, b dim 1
+ * of the weight) is kept iff group(b) < group(a) for A and <= for B, so a
+ * colour channel sees the earlier channels of its own pixel. */
+typedef enum { EM_MASK_NONE = 0, EM_MASK_A, EM_MASK_B, EM_MASK_V } em_conv_mask;
+
 /* Geometry of a convolution: (height, width) pairs and the group count.
- * output_padding is read by conv_transpose2d only. */
+ * output_padding is read by conv_transpose2d only. The same mask given to
+ * conv2d, conv_transpose2d and conv2d_weight describes the same linear map
+ * (they stay each other's gradients). */
 typedef struct em_conv2d_args {
     int64_t stride[2];         /* >= 1 */
     int64_t padding[2];        /* >= 0, zeros added on both sides */
     int64_t dilation[2];       /* >= 1, spacing between kernel taps */
     int64_t output_padding[2]; /* conv_transpose2d: extra rows/cols, < stride */
     int64_t groups;            /* >= 1, divides both channel counts */
+    em_conv_mask mask;         /* EM_MASK_NONE: every tap */
+    int64_t mask_groups;       /* 0 or 1: no channel groups; > 1 only with A or B */
 } em_conv2d_args;
 
-/* stride 1, padding 0, dilation 1, output_padding 0, groups 1 */
+/* stride 1, padding 0, dilation 1, output_padding 0, groups 1, no mask */
 em_conv2d_args em_conv2d_defaults(void);
 
 /* y = conv2d(x, w) + b: x [N x C x H x W], w [O x C/groups x kh x kw],
@@ -44,6 +62,12 @@ em_tensor *em_conv_transpose2d(em_tensor *x, em_tensor *w, em_tensor *b,
  * Itself differentiable in x and gy. */
 em_tensor *em_conv2d_weight(em_tensor *x, em_tensor *gy, int64_t kh, int64_t kw,
                             const em_conv2d_args *a);
+
+/* The 0/1 tensor [D0 x D1 x kh x kw] of the weight entries a mask keeps
+ * (conv2d: D0 out, D1 in channels; conv_transpose2d: D0 in, D1 out): what a
+ * plain convolution would multiply its weight by to compute the same map. */
+em_tensor *em_conv_mask_tensor(int64_t D0, int64_t D1, int64_t kh, int64_t kw,
+                               const em_conv2d_args *a);
 
 /* Pooling windows: kernel, stride, padding as (height, width) pairs. */
 typedef struct em_pool2d_args {

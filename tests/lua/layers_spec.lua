@@ -149,7 +149,7 @@ describe('conv2d', function()
     expect_error(function() ember.conv2d(x, w, 5) end, "conv2d: bad argument #3 (expected a bias tensor or nil, got number)")
     expect_error(function() ember.conv2d('x', w) end, 'conv2d: bad argument #1 (expected tensor, got string)')
     expect_error(function() ember.conv2d(x, w, nil, { strides = 2 }) end,
-      "conv2d: unknown option 'strides' (expected one of: stride, padding, dilation, groups)")
+      "conv2d: unknown option 'strides' (expected one of: stride, padding, dilation, groups, mask, mask_groups)")
     expect_error(function() ember.conv2d(x, w, nil, { stride = 0 }) end,
       'conv2d: stride must be an integer >= 1 or a table {h, w} of them, got 0')
     expect_error(function() ember.conv2d(x, w, nil, { padding = -1 }) end,

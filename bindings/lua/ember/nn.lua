@@ -681,7 +681,7 @@ local function kernel_hw(k) if type(k) == 'table' then return k[1], k[2] end ret
 local Conv2d = Module:extend('Conv2d')
 nn.Conv2d = Conv2d
 function Conv2d:init(in_ch, out_ch, kernel, opts)
-  local bias = conv_setup(self, 'Conv2d', in_ch, out_ch, kernel, opts, false)
+  local bias = conv_setup(self, self:class_name(), in_ch, out_ch, kernel, opts, false)
   local kh, kw = kernel_hw(self.kernel_size)
   self.weight = param(self.out_channels, self.in_channels // self.options.groups, kh, kw)
   if bias then self.bias = param(self.out_channels) end
@@ -690,6 +690,51 @@ end
 function Conv2d:reset_parameters() default_init(self.weight, self.bias) end
 function Conv2d:forward(x) return ember.conv2d(x, self.weight, self.bias, self.options) end
 Conv2d.extra_repr = conv_repr
+
+--- nn.MaskedConv2d(in_channels, out_channels, kernel_size [, {mask='B',
+-- mask_groups=1, stride=1, padding=dilation*(k//2) (same size), dilation=1,
+-- bias=true}]): a causal convolution (PixelCNN). mask 'A' keeps the taps
+-- before the kernel's centre in raster order, 'B' the centre too, 'V' every
+-- row up to the centre row (Gated PixelCNN's vertical stack). The masked taps
+-- are not computed at all; the weight keeps its full [out x in x kh x kw]
+-- shape with zeros there (and they get no gradient). mask_groups = 3 orders
+-- colour channels (R, G, B) inside a pixel at the centre tap.
+local MaskedConv2d = Conv2d:extend('MaskedConv2d')
+nn.MaskedConv2d = MaskedConv2d
+local masks = { A = true, B = true, V = true }
+function MaskedConv2d:init(in_ch, out_ch, kernel, opts)
+  local fname = 'MaskedConv2d'
+  opts = check_opts(fname, 4, opts, { mask = 'B', mask_groups = 1, stride = 1, padding = false, dilation = 1, bias = true })
+  if not masks[opts.mask] then arg_error(fname, 4, 'mask', "'A', 'B' or 'V'", opts.mask) end
+  local mask_groups = check_int(fname, 4, 'mask_groups', opts.mask_groups, 1)
+  if mask_groups > 1 and opts.mask == 'V' then raise(fname .. ": mask_groups needs mask 'A' or 'B'") end
+  local kh, kw = kernel_hw(check_pair(fname, 3, 'kernel_size', kernel, 1))
+  local padding = opts.padding
+  if padding == false then
+    local d = check_pair(fname, 4, 'dilation', opts.dilation, 1)
+    local dh, dw = kernel_hw(d)
+    padding = { dh * (kh // 2), dw * (kw // 2) }
+  end
+  Conv2d.init(self, in_ch, out_ch, kernel, { stride = opts.stride, padding = padding, dilation = opts.dilation, bias = opts.bias })
+  for _, c in ipairs { { 'in_channels', self.in_channels }, { 'out_channels', self.out_channels } } do
+    if c[2] % mask_groups ~= 0 then
+      raise(('%s: %s %d is not divisible by mask_groups %d'):format(fname, c[1], c[2], mask_groups))
+    end
+  end
+  self.options.mask, self.options.mask_groups = opts.mask, mask_groups
+  self:reset_parameters()
+end
+function MaskedConv2d:reset_parameters()
+  default_init(self.weight, self.bias)
+  if not self.options.mask then return end -- Conv2d.init's call, before the mask is known
+  local o = self.options
+  local keep = ember.conv_mask(self.out_channels, self.in_channels, self.kernel_size, { mask = o.mask, mask_groups = o.mask_groups })
+  ember.no_grad(function() self.weight:mul_(keep) end)
+end
+function MaskedConv2d:extra_repr()
+  local o = self.options
+  return conv_repr(self) .. ', mask ' .. o.mask .. (o.mask_groups > 1 and (', mask_groups ' .. o.mask_groups) or '')
+end
 
 --- nn.ConvTranspose2d(in_channels, out_channels, kernel_size [, {stride=1,
 -- padding=0, output_padding=0, dilation=1, groups=1, bias=true}]):
