@@ -183,6 +183,12 @@ static int lf_conv_transpose2d(lua_State *L) {
     return 1;
 }
 
+/* gated_tanh(x): tanh of the first half of dim 2 times sigmoid of the second */
+static int lf_gated_tanh(lua_State *L) {
+    em_lua_push(L, em_gated_tanh(em_lua_check(L, 1, "gated_tanh")));
+    return 1;
+}
+
 /* conv_mask(d0, d1, kernel, {mask=, mask_groups=}): the 0/1 weight mask */
 static int lf_conv_mask(lua_State *L) {
     static const char *const known[] = {"mask", "mask_groups", NULL};
@@ -363,6 +369,7 @@ static const luaL_Reg both[] = {
     {"max_pool2d", lf_max_pool2d}, {"avg_pool2d", lf_avg_pool2d},
     {"upsample_nearest", lf_upsample_nearest}, {"batch_norm", lf_batch_norm},
     {"softmax", lf_softmax}, {"log_softmax", lf_log_softmax}, {"dropout", lf_dropout},
+    {"gated_tanh", lf_gated_tanh},
     {NULL, NULL}};
 
 void em_lua_open_nn(lua_State *L, int module, int methods) {

@@ -69,6 +69,10 @@ em_tensor *em_conv2d_weight(em_tensor *x, em_tensor *gy, int64_t kh, int64_t kw,
 em_tensor *em_conv_mask_tensor(int64_t D0, int64_t D1, int64_t kh, int64_t kw,
                                const em_conv2d_args *a);
 
+/* The gated activation unit: tanh(a) * sigmoid(b) for x = [a, b] split in
+ * halves along dim 1, x [N x 2C x ...] -> [N x C x ...] (em_gate.c). */
+em_tensor *em_gated_tanh(em_tensor *x);
+
 /* Pooling windows: kernel, stride, padding as (height, width) pairs. */
 typedef struct em_pool2d_args {
     int64_t kernel[2];      /* >= 1 */

@@ -1,0 +1,361 @@
+-- autoregressive.lua — the autoregressive image family: PixelCNN (van den Oord et al.
+-- 2016, "Pixel Recurrent Neural Networks") and Gated PixelCNN ("Conditional Image
+-- Generation with PixelCNN Decoders"), their per-pixel likelihood heads, the exact
+-- negative log-likelihood, and pixel-by-pixel sampling two ways:
+--
+--   naive   the whole network on the whole image for every pixel (H W passes)
+--   fast    row by row with cached activations: the output at row r depends on the
+--           input's rows <= r only, so every layer keeps the rows it has seen and
+--           recomputes only row r; Gated PixelCNN's vertical stack runs once per
+--           finished row, its horizontal stack (1-row kernels) once per pixel
+--
+-- Both draw the same random numbers in the same order, so for a seed they give the
+-- same pixels (the row pass computes the same products as the full one).
+--
+-- Images are [N x 1 x H x W]. Heads (`likelihood`):
+--   bernoulli     binary pixels {0, 1}; one logit per pixel; the net reads x as is
+--   categorical   8-bit pixels 0..255; 256 logits per pixel ([N x 256 x H x W]);
+--                 the net reads 2 v / 255 - 1
+--   logistic_mixture  8-bit pixels; PixelCNN++'s discretized mixture of `nr_mix`
+--                 logistics ([N x 3 nr_mix x H x W]); the net reads 2 v / 255 - 1
+-- Pixel values travel as the net reads them ("input space"): {0, 1} or [-1, 1].
+local ember = require 'ember'
+local nn = require 'ember.nn'
+local losses = require 'ember.losses'
+
+local M = {}
+
+local LN2 = math.log(2)
+
+local function typename(v)
+  if ember.is_tensor(v) then return 'tensor' end
+  return type(v)
+end
+
+local function check_positive_int(fn, name, v)
+  if math.type(v) ~= 'integer' or v < 1 then
+    error(('%s: %s must be a positive integer, got %s'):format(fn, name, tostring(v)), 3)
+  end
+  return v
+end
+
+local heads = { bernoulli = true, categorical = true, logistic_mixture = true }
+
+--- M.head_channels(likelihood, nr_mix) -> output channels per image channel.
+function M.head_channels(likelihood, nr_mix)
+  if likelihood == 'bernoulli' then return 1 end
+  if likelihood == 'categorical' then return 256 end
+  if likelihood == 'logistic_mixture' then return 3 * (nr_mix or 5) end
+  error(("autoregressive.head_channels: likelihood must be 'bernoulli', 'categorical' or 'logistic_mixture', got %s")
+    :format(tostring(likelihood)), 2)
+end
+
+--- M.gate(x) -> tanh(a) * sigmoid(b) for x = [a, b] split in two along the channels
+--- (dim 2): the gated activation unit, [N x 2C x ...] -> [N x C x ...] (one fused op,
+--- ember.gated_tanh).
+function M.gate(x)
+  if not ember.is_tensor(x) then error(('gate: bad argument #1 (expected a tensor, got %s)'):format(typename(x)), 2) end
+  return ember.gated_tanh(x)
+end
+
+--- M.shift_down(x) -> x moved one row down, a zero row on top ([N x C x H x W]).
+function M.shift_down(x)
+  local n, c, h, w = table.unpack(x:size())
+  if h == 1 then return ember.zeros(n, c, 1, w) end
+  return ember.cat({ ember.zeros(n, c, 1, w), x:narrow(3, 1, h - 1) }, 3)
+end
+
+-- ---- row-by-row evaluation of a convolution --------------------------------------------
+
+-- The output row r [N x O x 1 x W] of a stride-1 convolution m (Conv2d or MaskedConv2d,
+-- "same" padding) whose input arrives one row at a time: x_row [N x C x 1 x W] is kept in
+-- a per-layer cache of the rows seen (zero rows above the image), and the kernel runs on
+-- the rows r - pad .. r - pad + span - 1 of it. Rows below r are never read by a causal
+-- mask (they are the zero rows the cache starts with, or older values of them).
+local function row_conv(cache, m, x_row, r)
+  local o = m.options
+  local kh = m.kernel_size
+  kh = type(kh) == 'table' and kh[1] or kh
+  local pad = type(o.padding) == 'table' and o.padding or { o.padding, o.padding }
+  local dil = type(o.dilation) == 'table' and o.dilation or { o.dilation, o.dilation }
+  if kh == 1 and pad[1] == 0 then
+    return ember.conv2d(x_row, m.weight, m.bias, o)
+  end
+  local span = (kh - 1) * dil[1] + 1
+  local c = cache[m]
+  if not c then
+    local n, ch, _, w = table.unpack(x_row:size())
+    c = ember.zeros(n, ch, cache.height + span, w)
+    cache[m] = c
+  end
+  c:narrow(3, r + pad[1] + 1, 1):copy_(x_row)
+  return ember.conv2d(c:narrow(3, r + 1, span), m.weight, m.bias,
+    { padding = { 0, pad[2] }, dilation = o.dilation, mask = o.mask, mask_groups = o.mask_groups })
+end
+
+-- ---- PixelCNN -----------------------------------------------------------------------------
+
+local PixelCNN = nn.Module:extend('PixelCNN')
+M.PixelCNN = PixelCNN
+
+--- PixelCNN{channels=64, blocks=6, first_kernel=7, kernel=3, hidden=64,
+---          likelihood='bernoulli', nr_mix=5}: a mask-A first_kernel conv, `blocks`
+--- residual blocks h + conv_B(relu(h)), then relu, 1x1 (hidden), relu, 1x1 (the head).
+--- The defaults are benchmark B5 of DESIGN.md.
+function PixelCNN:init(opts)
+  opts = opts or {}
+  local fn = 'PixelCNN'
+  self.likelihood = opts.likelihood or 'bernoulli'
+  if not heads[self.likelihood] then
+    error(("%s: likelihood must be 'bernoulli', 'categorical' or 'logistic_mixture', got %s"):format(fn, tostring(self.likelihood)), 2)
+  end
+  self.nr_mix = opts.nr_mix or 5
+  local ch = check_positive_int(fn, 'channels', opts.channels or 64)
+  local blocks = opts.blocks or 6
+  if math.type(blocks) ~= 'integer' or blocks < 0 then error(fn .. ': blocks must be an integer >= 0, got ' .. tostring(blocks), 2) end
+  local k1 = check_positive_int(fn, 'first_kernel', opts.first_kernel or 7)
+  local k = check_positive_int(fn, 'kernel', opts.kernel or 3)
+  local hidden = check_positive_int(fn, 'hidden', opts.hidden or 64)
+  self.first = nn.MaskedConv2d(1, ch, k1, { mask = 'A' })
+  self.blocks = nn.Sequential()
+  for _ = 1, blocks do self.blocks:add(nn.MaskedConv2d(ch, ch, k, { mask = 'B' })) end
+  self.out1 = nn.Conv2d(ch, hidden, 1)
+  self.out2 = nn.Conv2d(hidden, M.head_channels(self.likelihood, self.nr_mix), 1)
+end
+
+-- the layers after the first conv, for a whole image or one row (conv(m, x) runs a conv)
+local function pixelcnn_body(self, h, conv)
+  for i = 1, #self.blocks do h = h + conv(self.blocks[i], h:relu()) end
+  return conv(self.out2, conv(self.out1, h:relu()):relu())
+end
+
+--- model:forward(x) -> the head's parameters [N x K x H x W] for images x [N x 1 x H x W]
+--- in input space.
+function PixelCNN:forward(x)
+  return pixelcnn_body(self, self.first(x), function(m, t) return m(t) end)
+end
+
+--- model:row_sampler(n, H, W) -> an object whose :row(x, r) gives the head's output
+--- row r [N x K x 1 x W] from the rows <= r of x (row r as far as it is known), and whose
+--- :finish_row(x, r) takes row r once it is complete.
+function PixelCNN:row_sampler(n, height, width)
+  local cache = { height = height }
+  local model = self
+  local function row(_, x, r)
+    local x_row = x:narrow(3, r + 1, 1)
+    local conv = function(m, t) return row_conv(cache, m, t, r) end
+    return pixelcnn_body(model, conv(model.first, x_row), conv)
+  end
+  return { row = row, finish_row = row }
+end
+
+-- ---- Gated PixelCNN -----------------------------------------------------------------------
+
+local GatedPixelCNN = nn.Module:extend('GatedPixelCNN')
+M.GatedPixelCNN = GatedPixelCNN
+
+--- GatedPixelCNN{channels=64, layers=8, first_kernel=7, kernel=3, hidden=64,
+---               classes=0, likelihood='bernoulli', nr_mix=5}:
+--- a vertical stack (k x k convs over the rows up to the current one, mask V) and a
+--- horizontal stack (1 x k convs over the current row, mask A first, then B) joined by
+--- the vertical stack's output shifted down one row, so there is no blind spot; gated
+--- units tanh(a) sigmoid(b); residual 1x1 connections in the horizontal stack after the
+--- first layer; with classes > 0 a learned per-class bias before every gate (class
+--- conditioning). Then relu, 1x1 (hidden), relu, 1x1 (the head) on the horizontal stack.
+function GatedPixelCNN:init(opts)
+  opts = opts or {}
+  local fn = 'GatedPixelCNN'
+  self.likelihood = opts.likelihood or 'bernoulli'
+  if not heads[self.likelihood] then
+    error(("%s: likelihood must be 'bernoulli', 'categorical' or 'logistic_mixture', got %s"):format(fn, tostring(self.likelihood)), 2)
+  end
+  self.nr_mix = opts.nr_mix or 5
+  local ch = check_positive_int(fn, 'channels', opts.channels or 64)
+  local layers = check_positive_int(fn, 'layers', opts.layers or 8)
+  local k1 = check_positive_int(fn, 'first_kernel', opts.first_kernel or 7)
+  local k = check_positive_int(fn, 'kernel', opts.kernel or 3)
+  local hidden = check_positive_int(fn, 'hidden', opts.hidden or 64)
+  local classes = opts.classes or 0
+  if math.type(classes) ~= 'integer' or classes < 0 then error(fn .. ': classes must be an integer >= 0, got ' .. tostring(classes), 2) end
+  self.classes = classes
+  self.vconv, self.hconv, self.v2h, self.hout = nn.Sequential(), nn.Sequential(), nn.Sequential(), nn.Sequential()
+  if classes > 0 then self.vcond, self.hcond = nn.Sequential(), nn.Sequential() end
+  for l = 1, layers do
+    local cin, kk = l == 1 and 1 or ch, l == 1 and k1 or k
+    self.vconv:add(nn.MaskedConv2d(cin, 2 * ch, kk, { mask = 'V' }))
+    self.hconv:add(nn.MaskedConv2d(cin, 2 * ch, { 1, kk }, { mask = l == 1 and 'A' or 'B' }))
+    self.v2h:add(nn.Conv2d(2 * ch, 2 * ch, 1))
+    self.hout:add(nn.Conv2d(ch, ch, 1))
+    if classes > 0 then
+      local ev, eh = nn.Embedding(classes, 2 * ch), nn.Embedding(classes, 2 * ch)
+      ember.no_grad(function() ev.weight:mul_(0.1); eh.weight:mul_(0.1) end)
+      self.vcond:add(ev)
+      self.hcond:add(eh)
+    end
+  end
+  self.out1 = nn.Conv2d(ch, hidden, 1)
+  self.out2 = nn.Conv2d(hidden, M.head_channels(self.likelihood, self.nr_mix), 1)
+end
+
+-- the per-class biases of layer l for labels y [N] (1-based), as [N x 2C x 1 x 1] each
+local function class_bias(self, l, y)
+  if self.classes == 0 then return nil, nil end
+  if y == nil then error('GatedPixelCNN: this model is class-conditional: give the labels y', 3) end
+  local n = y:size(1)
+  return self.vcond[l](y):view(n, -1, 1, 1), self.hcond[l](y):view(n, -1, 1, 1)
+end
+
+-- one horizontal-stack layer: its pre-activation from the row conv and the shifted
+-- vertical pre-activation, gate, residual
+local function horizontal(self, l, h, hconv_out, v_shifted, hb)
+  local pre = hconv_out + self.v2h[l](v_shifted)
+  if hb then pre = pre + hb end
+  local out = self.hout[l](M.gate(pre))
+  return l == 1 and out or h + out
+end
+
+local function head(self, h) return self.out2(self.out1(h:relu()):relu()) end
+
+--- model:forward(x [, y]) -> the head's parameters [N x K x H x W] for images x
+--- [N x 1 x H x W] in input space (labels y [N], 1-based, for a conditional model).
+function GatedPixelCNN:forward(x, y)
+  local v, h = x, x
+  for l = 1, #self.vconv do
+    local vb, hb = class_bias(self, l, y)
+    local vpre = self.vconv[l](v)
+    h = horizontal(self, l, h, self.hconv[l](h), M.shift_down(vpre), hb)
+    if vb then vpre = vpre + vb end
+    v = M.gate(vpre)
+  end
+  return head(self, h)
+end
+
+--- model:row_sampler(n, H, W [, y]) -> as PixelCNN's: :row(x, r) runs the horizontal
+--- stack on row r (the vertical stack's rows < r are cached), :finish_row(x, r) runs the
+--- vertical stack on the completed row r.
+function GatedPixelCNN:row_sampler(n, height, width, y)
+  local cache = { height = height }
+  local model, layers = self, #self.vconv
+  local vprev = {} -- per layer: the vertical pre-activation of the row above [N x 2C x 1 x W]
+  local biases = {}
+  for l = 1, layers do
+    vprev[l] = ember.zeros(n, self.vconv[l].out_channels, 1, width)
+    biases[l] = { class_bias(self, l, y) }
+  end
+  local function row(_, x, r)
+    local h = x:narrow(3, r + 1, 1)
+    for l = 1, layers do
+      h = horizontal(model, l, h, row_conv(cache, model.hconv[l], h, r), vprev[l], biases[l][2])
+    end
+    return head(model, h)
+  end
+  local function finish_row(_, x, r)
+    local v = x:narrow(3, r + 1, 1)
+    for l = 1, layers do
+      local vpre = row_conv(cache, model.vconv[l], v, r)
+      vprev[l] = vpre
+      if biases[l][1] then vpre = vpre + biases[l][1] end
+      v = M.gate(vpre)
+    end
+  end
+  return { row = row, finish_row = finish_row }
+end
+
+-- ---- likelihood ------------------------------------------------------------------------------
+
+--- M.to_input(images, likelihood) -> images [N x 1 x H x W] in [0, 1] as the net reads
+--- them: binary pixels as they are (bernoulli), 8-bit ones as 2 round(255 x) / 255 - 1.
+function M.to_input(x, likelihood)
+  if likelihood == 'bernoulli' then return x end
+  return (x * 255):round() * (2 / 255) - 1
+end
+
+--- M.to_image(x, likelihood) -> input-space pixels back to [0, 1].
+function M.to_image(x, likelihood)
+  if likelihood == 'bernoulli' then return x end
+  return (x + 1) * 0.5
+end
+
+--- M.nll(model, x [, y]) -> the exact negative log-likelihood of every image, nats [N]
+--- (x in input space).
+function M.nll(model, x, y)
+  local out = model:forward(x, y)
+  local n = x:size(1)
+  local lik = model.likelihood
+  if lik == 'bernoulli' then
+    return losses.bce_with_logits(out, x, { reduction = 'none' }):reshape(n, -1):sum(2)
+  elseif lik == 'categorical' then
+    local k = out:size(2)
+    local logits = out:permute(1, 3, 4, 2):reshape(-1, k)
+    local labels = ((x + 1) * 127.5):round():reshape(-1) + 1
+    return losses.cross_entropy(logits, labels, { reduction = 'none' }):reshape(n, -1):sum(2)
+  else
+    return losses.discretized_logistic_mixture(out, x, { nr_mix = model.nr_mix, reduction = 'none' }):reshape(n, -1):sum(2)
+  end
+end
+
+--- M.bits_per_dim(nats, dims) -> nats per image as bits per dimension.
+function M.bits_per_dim(nats, dims) return nats / (dims * LN2) end
+
+-- One pixel's values [N] drawn from the head's output at that pixel, out [N x K].
+local function draw(model, out)
+  local lik = model.likelihood
+  local n = out:size(1)
+  if lik == 'bernoulli' then
+    return ember.bernoulli(out:reshape(n):sigmoid())
+  elseif lik == 'categorical' then
+    -- Gumbel-max: argmax(logits - log(-log u)) is a draw from softmax(logits)
+    local u = ember.rand(n, out:size(2)):clamp(1e-7, 1 - 1e-7)
+    local k = (out - (-(u:log())):log()):argmax(2) -- 1..256
+    return (k:view(n) - 1) * (2 / 255) - 1
+  else
+    local s = ember.sample_discretized_logistic_mixture(out:view(n, -1, 1, 1), { nr_mix = model.nr_mix })
+    return ((s:view(n) + 1) * 127.5):round() * (2 / 255) - 1
+  end
+end
+
+--- M.sample(model, n, opts) -> images [n x 1 x H x W] in input space, pixel by pixel in
+--- raster order. opts: height=28, width=28, fast=true (row-cached; false: the whole net
+--- per pixel), y (labels [n] for a conditional model), given (images [n x 1 x H x W]
+--- whose rows < from_row are kept: completions), from_row (0-based first row sampled;
+--- default 0). Runs without recording gradients; the model is put in eval mode.
+function M.sample(model, n, opts)
+  opts = opts or {}
+  check_positive_int('autoregressive.sample', 'n', n)
+  local H, W = opts.height or 28, opts.width or 28
+  local from = opts.from_row or 0
+  if math.type(from) ~= 'integer' or from < 0 or from >= H then
+    error(('autoregressive.sample: from_row must be an integer in [0, %d), got %s'):format(H, tostring(from)), 2)
+  end
+  local y = opts.y
+  return ember.no_grad(function()
+    local was_training = model.training
+    model:eval()
+    local x = ember.zeros(n, 1, H, W)
+    if opts.given then
+      if not ember.is_tensor(opts.given) or opts.given:dim() ~= 4 or opts.given:size(1) ~= n then
+        error(('autoregressive.sample: given must be a tensor [%d x 1 x %d x %d]'):format(n, H, W), 0)
+      end
+      if from > 0 then x:narrow(3, 1, from):copy_(opts.given:narrow(3, 1, from)) end
+    end
+    local sampler = opts.fast ~= false and model:row_sampler(n, H, W, y) or nil
+    if sampler then for r = 0, from - 1 do sampler:finish_row(x, r) end end
+    for r = from, H - 1 do
+      for c = 0, W - 1 do
+        local out
+        if sampler then
+          out = sampler:row(x, r):narrow(4, c + 1, 1)
+        else
+          out = model:forward(x, y):narrow(3, r + 1, 1):narrow(4, c + 1, 1)
+        end
+        local v = draw(model, out:reshape(n, -1))
+        x:narrow(3, r + 1, 1):narrow(4, c + 1, 1):copy_(v:view(n, 1, 1, 1))
+      end
+      if sampler then sampler:finish_row(x, r) end
+    end
+    if was_training then model:train() end
+    return x
+  end)
+end
+
+return M
