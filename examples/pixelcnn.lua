@@ -1,7 +1,7 @@
 -- examples/pixelcnn.lua — autoregressive image models with an exact likelihood:
--- PixelCNN (van den Oord et al. 2016, "Pixel Recurrent Neural Networks") and Gated
--- PixelCNN ("Conditional Image Generation with PixelCNN Decoders"), on binarized MNIST
--- digits or 8-bit Fashion-MNIST.
+-- PixelCNN (van den Oord et al. 2016, "Pixel Recurrent Neural Networks"), Gated
+-- PixelCNN ("Conditional Image Generation with PixelCNN Decoders") and PixelCNN++
+-- (Salimans et al. 2017), on binarized MNIST digits or 8-bit Fashion-MNIST.
 --
 -- p(x) = prod_i p(x_i | x_1 .. x_{i-1}) over the pixels in raster order: masked
 -- convolutions let pixel i's output see only the pixels before it, so one pass gives
@@ -18,6 +18,8 @@
 --   ember run examples/pixelcnn.lua --set model=gated --out runs/gated-pixelcnn
 --   ember run examples/pixelcnn.lua --set model=gated --set conditional=true   # class rows
 --   ember run examples/pixelcnn.lua --set dataset=fashion --set likelihood=categorical
+--   ember run examples/pixelcnn.lua --set model=pixelcnnpp --set likelihood=logistic_mixture \
+--       --set dataset=fashion --set channels=32
 --   ember sample runs/pixelcnn
 --
 -- likelihood: bernoulli (binary pixels, 1 logit), categorical (256-way softmax per pixel)
@@ -39,8 +41,8 @@ local recipe = {
   name = 'pixelcnn',
   description = 'PixelCNN / Gated PixelCNN: exact NLL, samples, completions, naive vs fast sampling',
   params = {
-    model = {default = 'pixelcnn', type = 'string', choices = {'pixelcnn', 'gated'},
-             help = 'PixelCNN (masked residual stack) or Gated PixelCNN (vertical + horizontal stacks)'},
+    model = {default = 'pixelcnn', type = 'string', choices = {'pixelcnn', 'gated', 'pixelcnnpp'},
+             help = 'PixelCNN (masked residual stack), Gated PixelCNN (vertical + horizontal stacks) or PixelCNN++ (two shifted streams, down/up-sampling, short-cuts; likelihood=logistic_mixture)'},
     dataset = {default = 'mnist', type = 'string', choices = {'mnist', 'fashion'},
                help = 'MNIST digits (8004/1996) or Fashion-MNIST (60000/10000)'},
     likelihood = {default = 'bernoulli', type = 'string', choices = {'bernoulli', 'categorical', 'logistic_mixture'},
@@ -52,6 +54,9 @@ local recipe = {
     first_kernel = {default = 7, type = 'integer', min = 1, help = 'size of the first (mask-A) kernel'},
     kernel = {default = 3, type = 'integer', min = 1, help = 'size of the later kernels'},
     hidden = {default = 64, type = 'integer', min = 1, help = 'channels of the 1x1 layer before the head'},
+    resnets = {default = 1, type = 'integer', min = 1, help = 'pixelcnnpp: gated residual blocks per stream and resolution'},
+    stages = {default = 3, type = 'integer', min = 1, max = 3, help = 'pixelcnnpp: resolutions (28, 14, 7)'},
+    dropout = {default = 0, type = 'number', min = 0, max = 1, max_exclusive = true, help = 'pixelcnnpp: dropout inside the residual blocks'},
     conditional = {default = false, type = 'boolean', help = 'gated: condition on the class label (samples.png: one row per class)'},
     epochs = {default = 10, type = 'integer', min = 1, help = 'passes over the training set'},
     batch = {default = 64, type = 'integer', min = 1, help = 'images per step'},
@@ -81,6 +86,12 @@ local function load_split(p, split)
 end
 
 local function build_model(p)
+  if p.model == 'pixelcnnpp' then
+    if p.likelihood ~= 'logistic_mixture' or p.conditional then
+      error('pixelcnn: model=pixelcnnpp needs likelihood=logistic_mixture and conditional=false', 0)
+    end
+    return ar.PixelCNNpp{channels = p.channels, resnets = p.resnets, stages = p.stages, nr_mix = p.nr_mix, dropout = p.dropout}
+  end
   local opts = {channels = p.channels, first_kernel = p.first_kernel, kernel = p.kernel, hidden = p.hidden,
                 likelihood = p.likelihood, nr_mix = p.nr_mix}
   if p.model == 'gated' then
@@ -177,7 +188,7 @@ function recipe.sample(state, p, out_dir, n)
   end
 
   -- the two samplers on the same seed: seconds and agreement
-  local k = p.speed_check
+  local k = model.row_sampler and p.speed_check or 0 -- PixelCNN++ has only the naive sampler
   if k > 0 then
     local ky = y and y:narrow(1, 1, math.min(k, y:size(1))) or nil
     if ky then k = ky:size(1) end

@@ -88,49 +88,6 @@ local function figures(recipe_name, m, dir, rows, params)
   return '?'
 end
 
--- The preset of recipe r that run config cfg was made with: the one it records, else
--- (a run from before presets) the first whose every value the run's params hold.
-local function preset_of(r, cfg)
-  if cfg.preset then return cfg.preset end
-  for _, name in ipairs(recipe.preset_names(r)) do
-    local all = true
-    for k, v in pairs(r.presets[name]) do
-      if (cfg.params or {})[k] ~= v then all = false end
-    end
-    if all then return name end
-  end
-end
-
--- The `ember run` command that makes the run: its preset (--preset), then only the params
--- that differ from the defaults with the preset applied.
-local function command(cfg, dir)
-  local path = cfg.recipe or '?'
-  local root = path:match('^(.*)/examples/[^/]+$')
-  if root then path = path:sub(#root + 2) end
-  local parts = {'ember run', path}
-  local ok, r = pcall(recipe.load, cfg.recipe)
-  local defaults = ok and recipe.defaults(r) or {}
-  local preset = ok and preset_of(r, cfg)
-  if preset then
-    parts[#parts + 1] = '--preset ' .. preset
-    local okp, with_preset = pcall(recipe.resolve, r, {}, preset)
-    if okp then defaults = with_preset end
-  end
-  local names = {}
-  for k in pairs(cfg.params or {}) do names[#names + 1] = k end
-  table.sort(names)
-  for _, k in ipairs(names) do
-    local v = cfg.params[k]
-    if defaults[k] ~= v then
-      parts[#parts + 1] = '--set ' .. k .. '=' .. (type(v) == 'number' and files.number(v) or tostring(v))
-    end
-  end
-  parts[#parts + 1] = '--out ' .. dir
-  parts[#parts + 1] = '--threads ' .. tostring(cfg.threads)
-  if cfg.seed and cfg.seed ~= 1 then parts[#parts + 1] = '--seed ' .. cfg.seed end
-  return table.concat(parts, ' ')
-end
-
 print('| run | data | test figures | s/epoch | epochs | wall | command |')
 print('|---|---|---|---|---|---|---|')
 for _, run in ipairs(RUNS) do
@@ -150,7 +107,7 @@ for _, run in ipairs(RUNS) do
     if p.likelihood == 'bernoulli' then data = data .. ', dyn. binarized' end
     local fig = res.status == 'finished' and figures(cfg.name, res.metrics or {}, dir, rows, cfg.params or {}) or ('(' .. tostring(res.status) .. ')')
     print(('| %s | %s | %s | %s | %s | %s s | `%s` |'):format(run.what, data, fig,
-      count > 0 and fmt(sum / count, 1) or '?', tostring(res.epoch or '?'), fmt(res.seconds, 0), command(cfg, dir)))
+      count > 0 and fmt(sum / count, 1) or '?', tostring(res.epoch or '?'), fmt(res.seconds, 0), recipe.command_line(cfg, dir)))
   end
 end
 print('')

@@ -48,6 +48,13 @@ describe('autoregressive models', function()
     local dplain = dependence(function(x) return plain(x) end)
     local dgated = dependence(function(x) return gated(x) end)
     local dcond = dependence(function(x) return conditional(x, ember.tensor { 2 }) end)
+    local pp = ar.PixelCNNpp { channels = 3, resnets = 1, stages = 2 }
+    local H0, W0 = H, W
+    H, W = 8, 8 -- PixelCNN++ halves the size once per stage
+    local dpp = dependence(function(x) return pp(x) end)
+    assert_causal(dpp, 'PixelCNN++')
+    assert.is_true(dpp[3 * W + 3][3 * W + 2] and dpp[3 * W + 3][2 * W + 3] and dpp[3 * W + 3][2 * W + 6])
+    H, W = H0, W0
     assert_causal(dplain, 'PixelCNN')
     assert_causal(dgated, 'GatedPixelCNN')
     assert_causal(dcond, 'conditional GatedPixelCNN')

@@ -261,6 +261,154 @@ function GatedPixelCNN:row_sampler(n, height, width, y)
   return { row = row, finish_row = finish_row }
 end
 
+-- ---- PixelCNN++ ----------------------------------------------------------------------------
+-- Salimans et al. 2017: two streams, u (sees the rows above) and ul (the rows above and
+-- the pixels to the left), gated residual blocks on concat_elu, down-sampling by stride-2
+-- shifted convolutions and up-sampling by their transposes, with short-cut connections
+-- from every down-pass block to its up-pass twin; the discretized logistic mixture head.
+
+local function concat_elu(x) return ember.cat({ x, -x }, 2):elu() end
+
+-- A down-shifted conv: output (r, c) sees rows r-1, r and columns c-1..c+1 (a 3x3
+-- kernel under mask V: 6 taps), stride 1 or 2.
+local function down_conv(cin, cout, stride)
+  return nn.MaskedConv2d(cin, cout, 3, { mask = 'V', stride = stride or 1 })
+end
+
+-- A down-right-shifted conv: output (r, c) sees rows r-1, r and columns c-1, c (a 2x2
+-- kernel padded by one on every side, then the first rows / columns kept).
+local DownRightConv = nn.Module:extend('DownRightConv')
+function DownRightConv:init(cin, cout, stride)
+  self.stride = stride or 1
+  self.conv = nn.Conv2d(cin, cout, 2, { padding = 1, stride = self.stride })
+end
+function DownRightConv:forward(x)
+  local h, w = x:size(3) // self.stride, x:size(4) // self.stride
+  return self.conv(x):narrow(3, 1, h):narrow(4, 1, w)
+end
+
+-- The up-sampling transposes (stride 2): a [2 x 3] transposed conv cropped to columns
+-- 1 .. 2W (down-shifted) and a [2 x 2] one (down-right-shifted): out [N x O x 2H x 2W].
+local DownDeconv = nn.Module:extend('DownDeconv')
+function DownDeconv:init(cin, cout) self.conv = nn.ConvTranspose2d(cin, cout, { 2, 3 }, { stride = 2 }) end
+function DownDeconv:forward(x) return self.conv(x):narrow(4, 2, 2 * x:size(4)) end
+local DownRightDeconv = nn.Module:extend('DownRightDeconv')
+function DownRightDeconv:init(cin, cout) self.conv = nn.ConvTranspose2d(cin, cout, 2, { stride = 2 }) end
+function DownRightDeconv:forward(x) return self.conv(x) end
+
+local function shift_right(x)
+  local n, c, h, w = table.unpack(x:size())
+  if w == 1 then return ember.zeros(n, c, h, 1) end
+  return ember.cat({ ember.zeros(n, c, h, 1), x:narrow(4, 1, w - 1) }, 4)
+end
+
+-- gated_resnet: x + a * sigmoid(b) with [a, b] = conv(concat_elu(conv(concat_elu(x)) +
+-- nin(concat_elu(skip)))); `make_conv(cin, cout)` makes the stream's shifted conv.
+local GatedResnet = nn.Module:extend('GatedResnet')
+function GatedResnet:init(ch, make_conv, skip_channels, dropout)
+  self.conv1 = make_conv(2 * ch, ch)
+  if skip_channels > 0 then self.nin = nn.Conv2d(2 * skip_channels, ch, 1) end
+  self.conv2 = make_conv(2 * ch, 2 * ch)
+  self.p = dropout or 0
+end
+function GatedResnet:forward(x, skip)
+  local c = self.conv1(concat_elu(x))
+  if skip then c = c + self.nin(concat_elu(skip)) end
+  c = concat_elu(c)
+  if self.p > 0 then c = ember.dropout(c, self.p, self.training) end
+  c = self.conv2(c)
+  local half = c:size(2) // 2
+  return x + c:narrow(2, 1, half) * c:narrow(2, half + 1, half):sigmoid()
+end
+
+local PixelCNNpp = nn.Module:extend('PixelCNNpp')
+M.PixelCNNpp = PixelCNNpp
+
+--- PixelCNNpp{channels=32, resnets=1, stages=3, nr_mix=5, dropout=0}: `stages`
+--- resolutions (28, 14, 7 for MNIST-size images; H and W divisible by 2^(stages-1)), each
+--- with `resnets` gated residual blocks per stream on the way down and as many on the way
+--- up (one more at every up-sampled resolution: it takes the down-sampling's output as its
+--- short-cut, as in the paper's code), the
+--- discretized logistic mixture head (likelihood 'logistic_mixture').
+function PixelCNNpp:init(opts)
+  opts = opts or {}
+  local fn = 'PixelCNNpp'
+  local ch = check_positive_int(fn, 'channels', opts.channels or 32)
+  local R = check_positive_int(fn, 'resnets', opts.resnets or 1)
+  local S = check_positive_int(fn, 'stages', opts.stages or 3)
+  self.nr_mix = check_positive_int(fn, 'nr_mix', opts.nr_mix or 5)
+  self.likelihood = 'logistic_mixture'
+  self.stages, self.resnets = S, R
+  local p = opts.dropout or 0
+  local function dconv(a, b) return down_conv(a, b) end
+  local function drconv(a, b) return DownRightConv(a, b) end
+  self.u_init = nn.MaskedConv2d(1, ch, { 3, 3 }, { mask = 'V' })   -- shifted down after
+  self.ul_init_u = nn.MaskedConv2d(1, ch, { 3, 3 }, { mask = 'V' }) -- shifted down after
+  self.ul_init_l = DownRightConv(1, ch)                            -- shifted right after (col c-1 at most)
+  self.down_u, self.down_ul = nn.Sequential(), nn.Sequential()
+  self.up_u, self.up_ul = nn.Sequential(), nn.Sequential()
+  self.downsample_u, self.downsample_ul = nn.Sequential(), nn.Sequential()
+  self.upsample_u, self.upsample_ul = nn.Sequential(), nn.Sequential()
+  for s = 1, S do
+    for _ = 1, R do
+      self.down_u:add(GatedResnet(ch, dconv, 0, p))
+      self.down_ul:add(GatedResnet(ch, drconv, ch, p))
+    end
+    if s < S then
+      self.downsample_u:add(down_conv(ch, ch, 2))
+      self.downsample_ul:add(DownRightConv(ch, ch, 2))
+    end
+  end
+  for s = 1, S do
+    for _ = 1, s == 1 and R or R + 1 do
+      self.up_u:add(GatedResnet(ch, dconv, ch, p))
+      self.up_ul:add(GatedResnet(ch, drconv, 2 * ch, p))
+    end
+    if s < S then
+      self.upsample_u:add(DownDeconv(ch, ch))
+      self.upsample_ul:add(DownRightDeconv(ch, ch))
+    end
+  end
+  self.out = nn.Conv2d(ch, M.head_channels('logistic_mixture', self.nr_mix), 1)
+end
+
+--- model:forward(x) -> mixture parameters [N x 3 nr_mix x H x W] for x [N x 1 x H x W] in [-1, 1].
+function PixelCNNpp:forward(x)
+  local S, R = self.stages, self.resnets
+  local div = 2 ^ (S - 1)
+  if x:size(3) % div ~= 0 or x:size(4) % div ~= 0 then
+    error(('PixelCNNpp: image size %d x %d must be divisible by %d (stages = %d)'):format(x:size(3), x:size(4), div, S), 2)
+  end
+  local u = M.shift_down(self.u_init(x))
+  local ul = M.shift_down(self.ul_init_u(x)) + shift_right(self.ul_init_l(x))
+  local us, uls = { u }, { ul }
+  local k = 0
+  for s = 1, S do
+    for _ = 1, R do
+      k = k + 1
+      u = self.down_u[k](u)
+      ul = self.down_ul[k](ul, u)
+      us[#us + 1], uls[#uls + 1] = u, ul
+    end
+    if s < S then
+      u, ul = self.downsample_u[s](u), self.downsample_ul[s](ul)
+      us[#us + 1], uls[#uls + 1] = u, ul
+    end
+  end
+  -- up pass: every block takes the matching down-pass output as its short-cut
+  u, ul = table.remove(us), table.remove(uls)
+  k = 0
+  for s = 1, S do
+    for _ = 1, s == 1 and R or R + 1 do
+      k = k + 1
+      u = self.up_u[k](u, table.remove(us))
+      ul = self.up_ul[k](ul, ember.cat({ u, table.remove(uls) }, 2))
+    end
+    if s < S then u, ul = self.upsample_u[s](u), self.upsample_ul[s](ul) end
+  end
+  return self.out(ul:elu())
+end
+
 -- ---- likelihood ------------------------------------------------------------------------------
 
 --- M.to_input(images, likelihood) -> images [N x 1 x H x W] in [0, 1] as the net reads
@@ -318,7 +466,8 @@ end
 --- raster order. opts: height=28, width=28, fast=true (row-cached; false: the whole net
 --- per pixel), y (labels [n] for a conditional model), given (images [n x 1 x H x W]
 --- whose rows < from_row are kept: completions), from_row (0-based first row sampled;
---- default 0). Runs without recording gradients; the model is put in eval mode.
+--- default 0). Runs without recording gradients; the model is put in eval mode. A model
+--- without a row sampler (PixelCNNpp: its down/up-sampling mixes rows) is sampled naively.
 function M.sample(model, n, opts)
   opts = opts or {}
   check_positive_int('autoregressive.sample', 'n', n)
@@ -338,7 +487,7 @@ function M.sample(model, n, opts)
       end
       if from > 0 then x:narrow(3, 1, from):copy_(opts.given:narrow(3, 1, from)) end
     end
-    local sampler = opts.fast ~= false and model:row_sampler(n, H, W, y) or nil
+    local sampler = opts.fast ~= false and model.row_sampler and model:row_sampler(n, H, W, y) or nil
     if sampler then for r = 0, from - 1 do sampler:finish_row(x, r) end end
     for r = from, H - 1 do
       for c = 0, W - 1 do

@@ -1335,6 +1335,51 @@ function M.sample(opts)
   return 0
 end
 
+-- The preset of recipe r that run config cfg was made with: the one it records, else
+-- (a run from before presets) the first whose every value the run's params hold.
+local function preset_of(r, cfg)
+  if cfg.preset then return cfg.preset end
+  for _, name in ipairs(M.preset_names(r)) do
+    local all = true
+    for k, v in pairs(r.presets[name]) do
+      if (cfg.params or {})[k] ~= v then all = false end
+    end
+    if all then return name end
+  end
+end
+
+--- recipe.command_line(cfg, dir) -> the `ember run` command that makes the run whose
+--- config.lua is cfg into dir: its preset (--preset), then only the params that differ
+--- from the defaults with the preset applied, --out, --threads and a seed other than 1
+--- (for results tables).
+function M.command_line(cfg, dir)
+  local path = cfg.recipe or '?'
+  local root = path:match('^(.*)/examples/[^/]+$')
+  if root then path = path:sub(#root + 2) end
+  local parts = {'ember run', path}
+  local ok, r = pcall(M.load, cfg.recipe)
+  local defaults = ok and M.defaults(r) or {}
+  local preset = ok and preset_of(r, cfg)
+  if preset then
+    parts[#parts + 1] = '--preset ' .. preset
+    local okp, with_preset = pcall(M.resolve, r, {}, preset)
+    if okp then defaults = with_preset end
+  end
+  local names = {}
+  for k in pairs(cfg.params or {}) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do
+    local v = cfg.params[k]
+    if defaults[k] ~= v then
+      parts[#parts + 1] = '--set ' .. k .. '=' .. (type(v) == 'number' and files.number(v) or tostring(v))
+    end
+  end
+  parts[#parts + 1] = '--out ' .. dir
+  parts[#parts + 1] = '--threads ' .. tostring(cfg.threads)
+  if cfg.seed and cfg.seed ~= 1 then parts[#parts + 1] = '--seed ' .. cfg.seed end
+  return table.concat(parts, ' ')
+end
+
 --- load_run(dir) -> recipe, params, state: a run folder's recipe with its state restored
 --- from the checkpoint, for the REPL.
 function M.load_run(dir)
