@@ -85,7 +85,7 @@ em_tensor *em_lstm_pointwise(em_tensor *gates, em_tensor *c_prev) {
     int64_t oshape[3] = {2, N, H}, wshape[2] = {N, 5 * H};
     em_tensor *out = cv ? em_tensor_empty(3, oshape) : NULL;
     /* the backward's workspace, only when a node will be recorded */
-    const bool recording = em_grad_enabled() && (gv->requires_grad || cv->requires_grad);
+    const bool recording = out && em_grad_enabled() && (gv->requires_grad || cv->requires_grad);
     em_tensor *ws = out && recording ? em_tensor_empty(2, wshape) : NULL;
     if (!out || (recording && !ws)) {
         REL(gv);
