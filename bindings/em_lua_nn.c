@@ -1,13 +1,15 @@
 /* em_lua_nn.c — the layers' functional API: ember.conv2d, conv_transpose2d,
  * max_pool2d, avg_pool2d, upsample_nearest, batch_norm, softmax,
- * log_softmax, dropout, embedding. Options come in a table
+ * log_softmax, dropout, embedding, lstm_cell, lstm_pointwise. Options come in a table
  * ({stride=2, padding={1, 0}}); a size is a number or {h, w}; unknown
  * options are errors (a misspelt "strides" must not be silently ignored).
- * Every function but embedding is also a tensor method (x:softmax(2)). */
+ * Every function but embedding and the LSTM's is also a tensor method
+ * (x:softmax(2)). */
 #include <math.h>
 #include <string.h>
 
 #include "em_autograd.h"
+#include "em_lstm.h"
 #include "em_lua.h"
 #include "em_nn.h"
 
@@ -362,6 +364,41 @@ static int lf_embedding(lua_State *L) {
     return 1;
 }
 
+/* ---- LSTM ------------------------------------------------------------ */
+
+/* lstm_cell(x, h, c, w_ih, w_hh [, b_ih [, b_hh]]) -> h', c': one step of
+ * PyTorch's LSTMCell (gates = x w_ih^T + b_ih + h w_hh^T + b_hh, order i, f,
+ * g, o); h' and c' are [N x H] views of the one fused result. */
+static int lf_lstm_cell(lua_State *L) {
+    const char *fn = "lstm_cell";
+    em_tensor *x = em_lua_check(L, 1, fn), *h = em_lua_check(L, 2, fn);
+    em_tensor *c = em_lua_check(L, 3, fn), *w_ih = em_lua_check(L, 4, fn);
+    em_tensor *w_hh = em_lua_check(L, 5, fn);
+    em_tensor *b_ih = opt_tensor(L, 6, fn, "a b_ih");
+    em_tensor *b_hh = opt_tensor(L, 7, fn, "a b_hh");
+    em_tensor *out = em_lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh);
+    if (!out) return em_lua_core_error(L);
+    em_tensor *h2 = em_select(out, 0, 0);
+    em_tensor *c2 = h2 ? em_select(out, 0, 1) : NULL;
+    em_tensor_release(out);
+    if (!c2) {
+        em_tensor_release(h2);
+        return em_lua_core_error(L);
+    }
+    em_lua_push(L, h2);
+    em_lua_push(L, c2);
+    return 2;
+}
+
+/* lstm_pointwise(gates, c) -> [2 x N x H]: the fused cell on precomputed gate
+ * pre-activations [N x 4H]; out[1] is h', out[2] is c'. */
+static int lf_lstm_pointwise(lua_State *L) {
+    em_tensor *gates = em_lua_check(L, 1, "lstm_pointwise");
+    em_tensor *c = em_lua_check(L, 2, "lstm_pointwise");
+    em_lua_push(L, em_lstm_pointwise(gates, c));
+    return 1;
+}
+
 /* ---- registration ---------------------------------------------------- */
 
 static const luaL_Reg both[] = {
@@ -383,4 +420,8 @@ void em_lua_open_nn(lua_State *L, int module, int methods) {
     lua_setfield(L, module, "embedding");
     lua_pushcfunction(L, lf_conv_mask);
     lua_setfield(L, module, "conv_mask");
+    lua_pushcfunction(L, lf_lstm_cell);
+    lua_setfield(L, module, "lstm_cell");
+    lua_pushcfunction(L, lf_lstm_pointwise);
+    lua_setfield(L, module, "lstm_pointwise");
 }

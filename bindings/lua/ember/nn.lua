@@ -965,6 +965,178 @@ end
 function Embedding:forward(indices) return ember.embedding(indices, self.weight) end
 function Embedding:extra_repr() return self.num_embeddings .. ' x ' .. self.embedding_dim end
 
+-- ---- recurrent layers -------------------------------------------------------------
+
+-- PyTorch's init for recurrent layers: every parameter U(-1/sqrt(H), 1/sqrt(H)),
+-- in the order the parameters were made.
+local function recurrent_init(self)
+  local bound = 1 / math.sqrt(self.hidden_size)
+  for _, e in ipairs(collect(self, '', 'param', {}, {})) do init.uniform_(e[2], -bound, bound) end
+end
+
+-- The recurrent state at argument n: a plain table {h, c} of two tensors, each of
+-- `shape` (a list of sizes; `layout` names its dims). Returns h, c.
+local function check_state(fname, n, hx, names, shape, layout)
+  local expected = ('a table {%s, %s} of two tensors'):format(names[1], names[2])
+  if type(hx) ~= 'table' or getmetatable(hx) ~= nil then arg_error(fname, n, 'hx', expected, hx) end
+  if #hx ~= 2 then
+    raise(("%s: bad argument #%d 'hx' (expected %s, got a table of %d)"):format(fname, n, expected, #hx))
+  end
+  for k = 1, 2 do
+    local t = hx[k]
+    if not ember.is_tensor(t) then
+      raise(('%s: hx[%d] (%s) must be a tensor, got %s'):format(fname, k, names[k], describe(t)))
+    end
+    local s, same = t:shape(), t:dim() == #shape
+    for i = 1, #shape do same = same and s[i] == shape[i] end
+    if not same then
+      raise(('%s: hx[%d] (%s) is %s, expected [%s] (%s)'):format(fname, k, names[k], shape_str(t),
+        table.concat(shape, ' x '), layout))
+    end
+  end
+  return hx[1], hx[2]
+end
+
+-- The input's last dim must be input_size.
+local function check_features(self, x)
+  local d = x:dim()
+  if x:size(d) ~= self.input_size then
+    raise(('%s: input %s has %d features (last dim), expected %d'):format(self:class_name(), shape_str(x),
+      x:size(d), self.input_size))
+  end
+end
+
+--- nn.LSTMCell(input_size, hidden_size [, {bias=true}]): one LSTM step, as PyTorch's
+-- LSTMCell: gates = x W_ih^T + b_ih + h W_hh^T + b_hh in the order i, f, g, o;
+-- c' = sigmoid(f) c + sigmoid(i) tanh(g), h' = sigmoid(o) tanh(c').
+-- cell(x [, {h, c}]) -> h', c' for x [N x input_size] (h, c [N x hidden_size], zeros
+-- when absent), or unbatched x [input_size] with h, c [hidden_size].
+-- Parameters weight_ih [4H x I], weight_hh [4H x H], bias_ih and bias_hh [4H].
+local LSTMCell = Module:extend('LSTMCell')
+nn.LSTMCell = LSTMCell
+function LSTMCell:init(input_size, hidden_size, opts)
+  self.input_size = check_int('LSTMCell', 1, 'input_size', input_size, 1)
+  self.hidden_size = check_int('LSTMCell', 2, 'hidden_size', hidden_size, 1)
+  opts = check_opts('LSTMCell', 3, opts, { bias = true })
+  local bias = check_bool('LSTMCell', 'bias', opts.bias)
+  local H = self.hidden_size
+  self.weight_ih = param(4 * H, self.input_size)
+  self.weight_hh = param(4 * H, H)
+  if bias then
+    self.bias_ih = param(4 * H)
+    self.bias_hh = param(4 * H)
+  end
+  self:reset_parameters()
+end
+LSTMCell.reset_parameters = recurrent_init
+function LSTMCell:forward(x, hx)
+  check_rank(self, x, { 1, 2 }, '1-D [input_size] or 2-D [batch x input_size]')
+  check_features(self, x)
+  local H, batched = self.hidden_size, x:dim() == 2
+  local xb = batched and x or x:unsqueeze(1)
+  local h, c
+  if hx == nil then
+    h = ember.zeros(xb:size(1), H)
+    c = h
+  elseif batched then
+    h, c = check_state('LSTMCell', 2, hx, { 'h', 'c' }, { x:size(1), H }, 'batch x hidden_size')
+  else
+    h, c = check_state('LSTMCell', 2, hx, { 'h', 'c' }, { H }, 'hidden_size')
+    h, c = h:unsqueeze(1), c:unsqueeze(1)
+  end
+  local h1, c1 = ember.lstm_cell(xb, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+  if batched then return h1, c1 end
+  return h1:squeeze(1), c1:squeeze(1)
+end
+function LSTMCell:extra_repr()
+  return ('%d -> %d%s'):format(self.input_size, self.hidden_size, self.bias_ih and '' or ', bias=false')
+end
+
+--- nn.LSTM(input_size, hidden_size [, {num_layers=1, bias=true, batch_first=false,
+-- dropout=0}]): a stack of LSTM layers over a sequence, as PyTorch's LSTM.
+-- lstm(x [, {h_0, c_0}]) -> output, {h_n, c_n} for x [T x N x input_size]
+-- ([N x T x input_size] with batch_first) or unbatched [T x input_size];
+-- h_0, c_0 [num_layers x N x H] ([num_layers x H] unbatched; zeros when absent);
+-- output [T x N x H] ([N x T x H] with batch_first): the last layer's h at every step;
+-- h_n, c_n [num_layers x N x H]: every layer's state after the last step (never
+-- batch-first). dropout: applied to the outputs of every layer but the last while
+-- training. Parameters per layer k: weight_ih_lk [4H x in], weight_hh_lk [4H x H],
+-- bias_ih_lk, bias_hh_lk [4H] (PyTorch's names and order, so state dicts read alike).
+local LSTM = Module:extend('LSTM')
+nn.LSTM = LSTM
+function LSTM:init(input_size, hidden_size, opts)
+  self.input_size = check_int('LSTM', 1, 'input_size', input_size, 1)
+  self.hidden_size = check_int('LSTM', 2, 'hidden_size', hidden_size, 1)
+  opts = check_opts('LSTM', 3, opts, { num_layers = 1, bias = true, batch_first = false, dropout = 0 })
+  self.num_layers = check_int('LSTM', 3, 'num_layers', opts.num_layers, 1)
+  local bias = check_bool('LSTM', 'bias', opts.bias)
+  self.batch_first = check_bool('LSTM', 'batch_first', opts.batch_first)
+  local p = opts.dropout
+  if type(p) ~= 'number' or not (p >= 0 and p <= 1) then
+    raise(("LSTM: option 'dropout' must be a number in [0, 1], got %s"):format(describe(p)))
+  end
+  self.dropout = p
+  local H = self.hidden_size
+  for k = 0, self.num_layers - 1 do
+    self['weight_ih_l' .. k] = param(4 * H, k == 0 and self.input_size or H)
+    self['weight_hh_l' .. k] = param(4 * H, H)
+    if bias then
+      self['bias_ih_l' .. k] = param(4 * H)
+      self['bias_hh_l' .. k] = param(4 * H)
+    end
+  end
+  self:reset_parameters()
+end
+LSTM.reset_parameters = recurrent_init
+function LSTM:forward(x, hx)
+  check_rank(self, x, { 2, 3 }, self.batch_first and '3-D [batch x seq_len x input_size] or 2-D [seq_len x input_size]'
+    or '3-D [seq_len x batch x input_size] or 2-D [seq_len x input_size]')
+  check_features(self, x)
+  local H, L, batched = self.hidden_size, self.num_layers, x:dim() == 3
+  local seq = batched and (self.batch_first and x:transpose(1, 2) or x) or x:unsqueeze(2) -- [T x N x I]
+  local T, N = seq:size(1), seq:size(2)
+  if T == 0 then raise(('LSTM: input %s has no time steps'):format(shape_str(x))) end
+  local h0, c0
+  if hx ~= nil then
+    if batched then
+      h0, c0 = check_state('LSTM', 2, hx, { 'h_0', 'c_0' }, { L, N, H }, 'num_layers x batch x hidden_size')
+    else
+      h0, c0 = check_state('LSTM', 2, hx, { 'h_0', 'c_0' }, { L, H }, 'num_layers x hidden_size')
+      h0, c0 = h0:unsqueeze(2), c0:unsqueeze(2)
+    end
+  end
+  local zeros = h0 == nil and ember.zeros(N, H) or nil
+  local input, hn, cn = seq, {}, {}
+  for k = 0, L - 1 do
+    local w_hh, b_hh = self['weight_hh_l' .. k], self['bias_hh_l' .. k]
+    -- the input's part of every step's gates in one product: [T x N x 4H]
+    local gx = ember.linear(input, self['weight_ih_l' .. k], self['bias_ih_l' .. k])
+    local h, c = zeros, zeros
+    if h0 then h, c = h0:select(1, k + 1), c0:select(1, k + 1) end
+    local outs = {}
+    for t = 1, T do
+      local hc = ember.lstm_pointwise(gx:select(1, t) + ember.linear(h, w_hh, b_hh), c)
+      h, c = hc:select(1, 1), hc:select(1, 2)
+      outs[t] = h
+    end
+    hn[k + 1], cn[k + 1] = h, c
+    local last = k == L - 1
+    input = ember.stack(outs, (last and batched and self.batch_first) and 2 or 1)
+    if not last and self.dropout > 0 and self.training then input = ember.dropout(input, self.dropout, true) end
+  end
+  local h_n, c_n = ember.stack(hn, 1), ember.stack(cn, 1)
+  if not batched then return input:squeeze(2), { h_n:squeeze(2), c_n:squeeze(2) } end
+  return input, { h_n, c_n }
+end
+function LSTM:extra_repr()
+  local parts = { ('%d -> %d'):format(self.input_size, self.hidden_size) }
+  if self.num_layers ~= 1 then parts[#parts + 1] = 'num_layers ' .. self.num_layers end
+  if not self.bias_ih_l0 then parts[#parts + 1] = 'bias=false' end
+  if self.batch_first then parts[#parts + 1] = 'batch_first=true' end
+  if self.dropout ~= 0 then parts[#parts + 1] = 'dropout ' .. self.dropout end
+  return table.concat(parts, ', ')
+end
+
 --- nn.Identity(): returns its input.
 nn.Identity = Module:extend('Identity')
 function nn.Identity:forward(x) return x end
