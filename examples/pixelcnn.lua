@@ -1,7 +1,7 @@
 -- examples/pixelcnn.lua — autoregressive image models with an exact likelihood:
--- PixelCNN (van den Oord et al. 2016, "Pixel Recurrent Neural Networks"), Gated
--- PixelCNN ("Conditional Image Generation with PixelCNN Decoders") and PixelCNN++
--- (Salimans et al. 2017), on binarized MNIST digits or 8-bit Fashion-MNIST.
+-- PixelCNN and PixelRNN's Row LSTM (van den Oord et al. 2016, "Pixel Recurrent Neural
+-- Networks"), Gated PixelCNN ("Conditional Image Generation with PixelCNN Decoders") and
+-- PixelCNN++ (Salimans et al. 2017), on binarized MNIST digits or 8-bit Fashion-MNIST.
 --
 -- p(x) = prod_i p(x_i | x_1 .. x_{i-1}) over the pixels in raster order: masked
 -- convolutions let pixel i's output see only the pixels before it, so one pass gives
@@ -17,6 +17,7 @@
 --   ember run examples/pixelcnn.lua --out runs/pixelcnn                        # B5
 --   ember run examples/pixelcnn.lua --set model=gated --out runs/gated-pixelcnn
 --   ember run examples/pixelcnn.lua --set model=gated --set conditional=true   # class rows
+--   ember run examples/pixelcnn.lua --set model=rowlstm --set channels=32 --set layers=2
 --   ember run examples/pixelcnn.lua --set dataset=fashion --set likelihood=categorical
 --   ember run examples/pixelcnn.lua --set model=pixelcnnpp --set likelihood=logistic_mixture \
 --       --set dataset=fashion --set channels=32
@@ -41,8 +42,8 @@ local recipe = {
   name = 'pixelcnn',
   description = 'PixelCNN / Gated PixelCNN: exact NLL, samples, completions, naive vs fast sampling',
   params = {
-    model = {default = 'pixelcnn', type = 'string', choices = {'pixelcnn', 'gated', 'pixelcnnpp'},
-             help = 'PixelCNN (masked residual stack), Gated PixelCNN (vertical + horizontal stacks) or PixelCNN++ (two shifted streams, down/up-sampling, short-cuts; likelihood=logistic_mixture)'},
+    model = {default = 'pixelcnn', type = 'string', choices = {'pixelcnn', 'gated', 'rowlstm', 'pixelcnnpp'},
+             help = 'PixelCNN (masked residual stack), Gated PixelCNN (vertical + horizontal stacks), PixelRNN\'s Row LSTM, or PixelCNN++ (two shifted streams, down/up-sampling, short-cuts; likelihood=logistic_mixture)'},
     dataset = {default = 'mnist', type = 'string', choices = {'mnist', 'fashion'},
                help = 'MNIST digits (8004/1996) or Fashion-MNIST (60000/10000)'},
     likelihood = {default = 'bernoulli', type = 'string', choices = {'bernoulli', 'categorical', 'logistic_mixture'},
@@ -50,7 +51,7 @@ local recipe = {
     nr_mix = {default = 5, type = 'integer', min = 1, help = 'logistics in the mixture (likelihood=logistic_mixture)'},
     channels = {default = 64, type = 'integer', min = 1, help = 'feature maps per layer'},
     blocks = {default = 6, type = 'integer', min = 0, help = 'pixelcnn: residual mask-B blocks'},
-    layers = {default = 8, type = 'integer', min = 1, help = 'gated: gated layers (the first one included)'},
+    layers = {default = 8, type = 'integer', min = 1, help = 'gated: gated layers (the first one included); rowlstm: Row LSTM layers'},
     first_kernel = {default = 7, type = 'integer', min = 1, help = 'size of the first (mask-A) kernel'},
     kernel = {default = 3, type = 'integer', min = 1, help = 'size of the later kernels'},
     hidden = {default = 64, type = 'integer', min = 1, help = 'channels of the 1x1 layer before the head'},
@@ -100,6 +101,10 @@ local function build_model(p)
     return ar.GatedPixelCNN(opts)
   end
   if p.conditional then error('pixelcnn: conditional=true needs model=gated', 0) end
+  if p.model == 'rowlstm' then
+    opts.layers = p.layers
+    return ar.RowLSTM(opts)
+  end
   opts.blocks = p.blocks
   return ar.PixelCNN(opts)
 end

@@ -15,17 +15,21 @@ end
 
 local H, W = 7, 7
 
--- dependence[i][j] = true when d out[i] / d x[j] is non-zero (0-based raster positions);
--- `fwd` maps x [1 x 1 x H x W] to the head output [1 x K x H x W] (channel 1 is used)
+-- dependence[i][j] = true when d out[i] / d x[j] is non-zero for one of three random
+-- inputs (0-based raster positions); `fwd` maps x [1 x 1 x H x W] to the head output
+-- [1 x K x H x W] (channel 1 is used). Three inputs, so that a ReLU dead at one pixel
+-- for one input does not hide a connection.
 local function dependence(fwd)
   local dep = {}
   for i = 0, H * W - 1 do
-    local x = ember.randn(1, 1, H, W):requires_grad()
-    local out = fwd(x)
-    local g = ember.grad(out:narrow(2, 1, 1):reshape(-1):narrow(1, i + 1, 1):sum(), { x })[1]
-    local gv = g:reshape(-1):totable()
     dep[i] = {}
-    for j = 0, H * W - 1 do dep[i][j] = gv[j + 1] ~= 0 end
+    for _ = 1, 3 do
+      local x = ember.randn(1, 1, H, W):requires_grad()
+      local out = fwd(x)
+      local g = ember.grad(out:narrow(2, 1, 1):reshape(-1):narrow(1, i + 1, 1):sum(), { x })[1]
+      local gv = g:reshape(-1):totable()
+      for j = 0, H * W - 1 do dep[i][j] = dep[i][j] or gv[j + 1] ~= 0 end
+    end
   end
   return dep
 end
@@ -55,6 +59,11 @@ describe('autoregressive models', function()
     assert_causal(dpp, 'PixelCNN++')
     assert.is_true(dpp[3 * W + 3][3 * W + 2] and dpp[3 * W + 3][2 * W + 3] and dpp[3 * W + 3][2 * W + 6])
     H, W = H0, W0
+    local rowlstm = ar.RowLSTM { channels = 4, layers = 2, hidden = 16, first_kernel = 3 }
+    local drow = dependence(function(x) return rowlstm(x) end)
+    assert_causal(drow, 'Row LSTM')
+    -- the Row LSTM's triangle: from (4, 3) it sees (3, 2..4) through the state and (4, 2)
+    for _, j in ipairs { 3 * W + 2, 3 * W + 3, 3 * W + 4, 4 * W + 2 } do assert.is_true(drow[4 * W + 3][j]) end
     assert_causal(dplain, 'PixelCNN')
     assert_causal(dgated, 'GatedPixelCNN')
     assert_causal(dcond, 'conditional GatedPixelCNN')
@@ -126,6 +135,7 @@ describe('autoregressive models', function()
       for _, m in ipairs {
         ar.PixelCNN { channels = 5, blocks = 2, hidden = 6, likelihood = lik },
         ar.GatedPixelCNN { channels = 5, layers = 3, hidden = 6, likelihood = lik, classes = 2 },
+        ar.RowLSTM { channels = 4, layers = 2, hidden = 5, likelihood = lik },
       } do
         m:eval()
         local x = ar.to_input(ember.rand(3, 1, 9, 8), lik)
@@ -149,6 +159,7 @@ describe('autoregressive models', function()
       for _, m in ipairs {
         ar.PixelCNN { channels = 4, blocks = 2, hidden = 4, likelihood = lik },
         ar.GatedPixelCNN { channels = 4, layers = 2, hidden = 4, likelihood = lik },
+        ar.RowLSTM { channels = 3, layers = 2, hidden = 4, likelihood = lik },
       } do
         ember.manual_seed(21)
         local a = ar.sample(m, 3, { height = 6, width = 5, fast = false })
@@ -203,6 +214,8 @@ describe('autoregressive models', function()
     expect_error(function() ar.PixelCNN { likelihood = 'gauss' } end, "PixelCNN: likelihood must be 'bernoulli', 'categorical' or 'logistic_mixture', got gauss")
     expect_error(function() ar.PixelCNN { channels = 0 } end, 'PixelCNN: channels must be a positive integer, got 0')
     expect_error(function() ar.GatedPixelCNN { layers = 1.5 } end, 'GatedPixelCNN: layers must be a positive integer, got 1.5')
+    expect_error(function() ar.RowLSTM { kernel = 4 } end, 'RowLSTM: kernel must be odd, got 4')
+    expect_error(function() ar.RowLSTM { layers = 0 } end, 'RowLSTM: layers must be a positive integer, got 0')
     expect_error(function() ar.GatedPixelCNN { classes = -1 } end, 'GatedPixelCNN: classes must be an integer >= 0, got -1')
     expect_error(function() conditional(ember.zeros(1, 1, 4, 4)) end, 'GatedPixelCNN: this model is class-conditional: give the labels y')
     expect_error(function() ar.sample(plain, 0) end, 'autoregressive.sample: n must be a positive integer, got 0')

@@ -261,6 +261,92 @@ function GatedPixelCNN:row_sampler(n, height, width, y)
   return { row = row, finish_row = finish_row }
 end
 
+-- ---- PixelRNN: Row LSTM -------------------------------------------------------------------
+
+local RowLSTM = nn.Module:extend('RowLSTM')
+M.RowLSTM = RowLSTM
+
+--- RowLSTM{channels=32, layers=2, first_kernel=7, kernel=3, hidden=64, likelihood='bernoulli',
+---         nr_mix=5}: PixelRNN's Row LSTM (van den Oord et al. 2016). A mask-A conv, then
+--- `layers` Row LSTM layers, each an LSTM run down the rows: its gates at row r are the
+--- input-to-state conv (1 x kernel, mask B, computed for the whole image at once) plus the
+--- state-to-state conv (1 x kernel) of the hidden state of row r-1, stepped by the fused
+--- cell (ember.lstm_pointwise) for every pixel of the row at once; a residual connection
+--- around each layer; relu, 1x1 (hidden), relu, 1x1 (the head). Each row sees a triangle
+--- of the rows above and, through the masks, the pixels to its left.
+function RowLSTM:init(opts)
+  opts = opts or {}
+  local fn = 'RowLSTM'
+  self.likelihood = opts.likelihood or 'bernoulli'
+  if not heads[self.likelihood] then
+    error(("%s: likelihood must be 'bernoulli', 'categorical' or 'logistic_mixture', got %s"):format(fn, tostring(self.likelihood)), 2)
+  end
+  self.nr_mix = opts.nr_mix or 5
+  local ch = check_positive_int(fn, 'channels', opts.channels or 32)
+  local layers = check_positive_int(fn, 'layers', opts.layers or 2)
+  local k1 = check_positive_int(fn, 'first_kernel', opts.first_kernel or 7)
+  local k = check_positive_int(fn, 'kernel', opts.kernel or 3)
+  local hidden = check_positive_int(fn, 'hidden', opts.hidden or 64)
+  if k % 2 == 0 then error(fn .. ': kernel must be odd, got ' .. k, 2) end
+  self.channels = ch
+  self.first = nn.MaskedConv2d(1, ch, k1, { mask = 'A' })
+  self.is, self.ss = nn.Sequential(), nn.Sequential()
+  for _ = 1, layers do
+    self.is:add(nn.MaskedConv2d(ch, 4 * ch, { 1, k }, { mask = 'B' }))
+    self.ss:add(nn.Conv2d(ch, 4 * ch, { 1, k }, { padding = { 0, k // 2 }, bias = false }))
+  end
+  self.out1 = nn.Conv2d(ch, hidden, 1)
+  self.out2 = nn.Conv2d(hidden, M.head_channels(self.likelihood, self.nr_mix), 1)
+end
+
+-- One LSTM step over a row: gates [N x 4C x 1 x W] and c [N W x C] -> h [N x C x 1 x W], c.
+local function row_cell(gates, c)
+  local n, g4, _, w = table.unpack(gates:size())
+  local hc = ember.lstm_pointwise(gates:permute(1, 4, 2, 3):reshape(n * w, g4), c)
+  local h = hc:select(1, 1):reshape(n, w, g4 // 4, 1):permute(1, 3, 4, 2)
+  return h, hc:select(1, 2)
+end
+
+function RowLSTM:forward(x)
+  local n, _, height, width = table.unpack(x:size())
+  local ch = self.channels
+  local inp = self.first(x)
+  for l = 1, #self.is do
+    local gates = self.is[l](inp) -- [N x 4C x H x W], every row at once
+    local h, c = ember.zeros(n, ch, 1, width), ember.zeros(n * width, ch)
+    local rows = {}
+    for r = 1, height do
+      h, c = row_cell(gates:narrow(3, r, 1) + self.ss[l](h), c)
+      rows[r] = h
+    end
+    inp = inp + ember.cat(rows, 3)
+  end
+  return self.out2(self.out1(inp:relu()):relu())
+end
+
+--- model:row_sampler(n, H, W) -> as PixelCNN's: the LSTM states of the finished rows are
+--- kept, so :row(x, r) steps every layer once on row r, and :finish_row commits its states.
+function RowLSTM:row_sampler(n, height, width)
+  local cache = { height = height }
+  local model, ch = self, self.channels
+  local states = {}
+  for l = 1, #self.is do states[l] = { h = ember.zeros(n, ch, 1, width), c = ember.zeros(n * width, ch) } end
+  local function step(x, r, commit)
+    local inp = row_conv(cache, model.first, x:narrow(3, r + 1, 1), r)
+    for l = 1, #model.is do
+      local st = states[l]
+      local h, c = row_cell(model.is[l](inp) + model.ss[l](st.h), st.c)
+      if commit then st.h, st.c = h, c end
+      inp = inp + h
+    end
+    return model.out2(model.out1(inp:relu()):relu())
+  end
+  return {
+    row = function(_, x, r) return step(x, r, false) end,
+    finish_row = function(_, x, r) step(x, r, true) end,
+  }
+end
+
 -- ---- PixelCNN++ ----------------------------------------------------------------------------
 -- Salimans et al. 2017: two streams, u (sees the rows above) and ul (the rows above and
 -- the pixels to the left), gated residual blocks on concat_elu, down-sampling by stride-2
