@@ -216,6 +216,13 @@ static geometry make_geometry(int64_t H, int64_t W, int64_t OH, int64_t OW, int6
     return (geometry){H, W, OH, OW, kh, kw, a, kept_taps(kh, kw, a)};
 }
 
+/* A 1x1 kernel at stride 1 without padding: im2col would copy the input as it is
+ * (and col2im copy back), so the per-image products read and write the images. */
+static bool pointwise(const geometry *g) {
+    return g->kh == 1 && g->kw == 1 && g->T == 1 && g->a->stride[0] == 1 &&
+           g->a->stride[1] == 1 && g->a->padding[0] == 0 && g->a->padding[1] == 0;
+}
+
 /* Whether the weight must be packed to its kept taps before the product. */
 static bool packs(const geometry *g) {
     return g->T < g->kh * g->kw || centre_by_groups(g->a);
@@ -348,9 +355,9 @@ static int conv2d_kernel(const float *x, const float *w, const float *b, float *
     const int64_t G = g->a->groups, Cg = C / G, Og = O / G, T = g->T;
     const int64_t K = Cg * T, P = g->OH * g->OW;
     const int64_t chunk = chunk_size(N, C * T, P);
-    const bool batched = chunk > 1 && P < PER_IMAGE_MIN;
+    const bool batched = chunk > 1 && P < PER_IMAGE_MIN, direct = !batched && pointwise(g);
     em_tensor *hc = NULL, *hy = NULL, *hw = NULL;
-    float *col = scratch(&hc, C * T * chunk * P);
+    float *col = scratch(&hc, direct ? 1 : C * T * chunk * P);
     float *buf = batched ? scratch(&hy, O * chunk * P) : NULL;
     float *wp = packs(g) ? scratch(&hw, O * K) : NULL;
     if (!col || (batched && !buf) || (packs(g) && !wp)) {
@@ -366,7 +373,10 @@ static int conv2d_kernel(const float *x, const float *w, const float *b, float *
     for (int64_t n0 = 0; n0 < N; n0 += chunk) {
         const int64_t nb = N - n0 < chunk ? N - n0 : chunk, ld = nb * P;
         float *out = y + n0 * O * P;
-        im2col(x + n0 * C * g->H * g->W, nb, C, g, col);
+        /* the columns: im2col's, or the images themselves (direct: image n at n C P) */
+        const float *cols = direct ? x + n0 * C * P : col;
+        const int64_t cld = direct ? P : ld, cstride = direct ? C * P : P;
+        if (!direct) im2col(x + n0 * C * g->H * g->W, nb, C, g, col);
         if (batched && nb > 1) { /* buf [O x nb P], then into NCHW */
             for (int64_t gi = 0; gi < G; gi++)
                 sgemm(false, false, Og, ld, K, w + gi * Og * K, K, col + gi * K * ld, ld, 0.0f,
@@ -379,8 +389,8 @@ static int conv2d_kernel(const float *x, const float *w, const float *b, float *
 #pragma omp parallel for schedule(static) if (nb > 1)
         for (int64_t n = 0; n < nb; n++)
             for (int64_t gi = 0; gi < G; gi++)
-                sgemm(false, false, Og, P, K, w + gi * Og * K, K, col + gi * K * ld + n * P, ld,
-                      0.0f, out + n * O * P + gi * Og * P, P);
+                sgemm(false, false, Og, P, K, w + gi * Og * K, K, cols + gi * K * cld + n * cstride,
+                      cld, 0.0f, out + n * O * P + gi * Og * P, P);
         if (b) add_bias(out, nb, O, P, b);
     }
     em_tensor_release(hc);
@@ -396,9 +406,9 @@ static int convt_kernel(const float *x, const float *w, const float *b, float *y
     const int64_t G = g->a->groups, Cg = C / G, Og = O / G, T = g->T;
     const int64_t Q = g->OH * g->OW, Kc = Og * T;
     const int64_t chunk = chunk_size(N, O * T, Q);
-    const bool batched = chunk > 1 && Q < PER_IMAGE_MIN;
+    const bool batched = chunk > 1 && Q < PER_IMAGE_MIN, direct = !batched && pointwise(g);
     em_tensor *hc = NULL, *hx = NULL, *hw = NULL;
-    float *col = scratch(&hc, O * T * chunk * Q);
+    float *col = scratch(&hc, direct ? 1 : O * T * chunk * Q);
     float *xrows = batched ? scratch(&hx, C * chunk * Q) : NULL;
     float *wp = packs(g) ? scratch(&hw, C * Kc) : NULL;
     if (!col || (batched && !xrows) || (packs(g) && !wp)) {
@@ -414,6 +424,16 @@ static int convt_kernel(const float *x, const float *w, const float *b, float *y
     for (int64_t n0 = 0; n0 < N; n0 += chunk) {
         const int64_t nb = N - n0 < chunk ? N - n0 : chunk, ld = nb * Q;
         const float *xs = x + n0 * C * Q;
+        float *out = y + n0 * O * g->H * g->W;
+        if (direct) { /* 1x1: the product lands in the output images (H W = Q) */
+#pragma omp parallel for schedule(static) if (nb > 1)
+            for (int64_t n = 0; n < nb; n++)
+                for (int64_t gi = 0; gi < G; gi++)
+                    sgemm(true, false, Kc, Q, Cg, w + gi * Cg * Kc, Kc, xs + n * C * Q + gi * Cg * Q,
+                          Q, 0.0f, out + n * O * Q + gi * Kc * Q, Q);
+            if (b) add_bias(out, nb, O, Q, b);
+            continue;
+        }
         if (batched && nb > 1) { /* col_g [Og kk x ld] = w_g^T [Og kk x Cg] @ x_g [Cg x ld] */
             batch_to_rows(xs, nb, C, Q, xrows);
             for (int64_t gi = 0; gi < G; gi++)
@@ -426,7 +446,6 @@ static int convt_kernel(const float *x, const float *w, const float *b, float *y
                     sgemm(true, false, Kc, Q, Cg, w + gi * Cg * Kc, Kc, xs + n * C * Q + gi * Cg * Q,
                           Q, 0.0f, col + gi * Kc * ld + n * Q, ld);
         }
-        float *out = y + n0 * O * g->H * g->W;
         col2im(col, nb, O, g, out);
         if (b) add_bias(out, nb, O, g->H * g->W, b);
     }
@@ -446,9 +465,9 @@ static int conv2d_weight_kernel(const float *x, const float *gy, float *dw, int6
         memset(dw, 0, (size_t)(O * Cg * kk) * sizeof(float));
         return EM_OK;
     }
-    const bool batched = chunk > 1 && P < PER_IMAGE_MIN;
+    const bool batched = chunk > 1 && P < PER_IMAGE_MIN, direct = !batched && pointwise(g);
     em_tensor *hc = NULL, *hg = NULL, *hw = NULL;
-    float *col = scratch(&hc, C * T * chunk * P);
+    float *col = scratch(&hc, direct ? 1 : C * T * chunk * P);
     float *grows = batched ? scratch(&hg, O * chunk * P) : NULL;
     float *full = dw; /* under a mask: the packed [O x C T] first, spread at the end */
     if (packs(g)) dw = scratch(&hw, O * K);
@@ -460,7 +479,9 @@ static int conv2d_weight_kernel(const float *x, const float *gy, float *dw, int6
     }
     for (int64_t n0 = 0; n0 < N; n0 += chunk) {
         const int64_t nb = N - n0 < chunk ? N - n0 : chunk, ld = nb * P;
-        im2col(x + n0 * C * g->H * g->W, nb, C, g, col);
+        const float *cols = direct ? x + n0 * C * P : col;
+        const int64_t cld = direct ? P : ld, cstride = direct ? C * P : P;
+        if (!direct) im2col(x + n0 * C * g->H * g->W, nb, C, g, col);
         const float *gs = gy + n0 * O * P;
         if (batched && nb > 1) { /* dw_g [Og x K] += gy_g [Og x ld] @ col_g^T */
             batch_to_rows(gs, nb, O, P, grows);
@@ -472,7 +493,8 @@ static int conv2d_weight_kernel(const float *x, const float *gy, float *dw, int6
         for (int64_t n = 0; n < nb; n++) /* dw_g += gy[n]_g [Og x P] @ col[:, n P : (n + 1) P]^T */
             for (int64_t gi = 0; gi < G; gi++)
                 sgemm(false, true, Og, K, P, gs + n * O * P + gi * Og * P, P,
-                      col + gi * K * ld + n * P, ld, n0 + n == 0 ? 0.0f : 1.0f, dw + gi * Og * K, K);
+                      cols + gi * K * cld + n * cstride, cld, n0 + n == 0 ? 0.0f : 1.0f,
+                      dw + gi * Og * K, K);
     }
     if (dw != full) unpack_taps(dw, O, Cg, kk, T, g->a, full);
     em_tensor_release(hc);
