@@ -19,6 +19,13 @@ typedef enum {
     EM_REDUCTION_SUM   /* their sum */
 } em_reduction;
 
+/* Shared by the loss kernels (em_loss.c, em_loss_dmol.c). em_loss_reduce folds
+ * per-element values `per` (one reference, consumed) by `red`; the mean divides
+ * by `divisor` when it is > 0, else by the number of elements. NULL in, NULL
+ * out. em_loss_check_reduction fails on a value outside the enum. */
+em_tensor *em_loss_reduce(em_tensor *per, em_reduction red, double divisor);
+int em_loss_check_reduction(const char *fn, em_reduction red);
+
 /* Binary cross-entropy on logits, elementwise
  *   max(x, 0) - x t + log1p(exp(-|x|))
  * for logits x and targets t of the same shape (any shape); finite for any
