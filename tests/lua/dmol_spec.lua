@@ -192,6 +192,25 @@ describe('discretized_logistic_mixture: values', function()
     end)
   end
 
+  it('gives the same for non-contiguous params and x (NHWC permuted), and for 1 x 1 images', function()
+    local N, C, K, H, W = 3, 3, 2, 5, 3
+    local params, x = random_params(N, C, K, H, W), random_x(N, C, H, W)
+    local want = flat(dmol(params, x, { reduction = 'none' }))
+    -- the same values stored channels-last, viewed as NCHW
+    local p_nhwc = params:permute(1, 3, 4, 2):contiguous():permute(1, 4, 2, 3)
+    local x_nhwc = x:permute(1, 3, 4, 2):contiguous():permute(1, 4, 2, 3)
+    assert.is_false(p_nhwc:is_contiguous())
+    assert.are.same(want, flat(dmol(p_nhwc, x_nhwc, { reduction = 'none' })))
+    local a, b = params:clone():requires_grad(), p_nhwc:detach():requires_grad()
+    dmol(a, x, { reduction = 'sum' }):backward()
+    dmol(b, x_nhwc, { reduction = 'sum' }):backward()
+    assert.are.equal(0, (a.grad - b.grad):abs():max():item())
+    -- one 1 x 1 image
+    local one = flat(dmol(params:narrow(3, 2, 1):narrow(4, 3, 1):narrow(1, 2, 1),
+      x:narrow(3, 2, 1):narrow(4, 3, 1):narrow(1, 2, 1), { reduction = 'none' }))
+    assert.are.same({ want[(1 * H + 1) * W + 2 + 1] }, one)
+  end)
+
   it('the tiny-mass branch: sharp components far from the pixel, and very wide ones', function()
     -- one component each; log-scales -6 (pixel 0.3 away: ~120 scales), -7 and below
     -- (clamped), 6.5 (a bin holds ~5e-6 of the mass) and a pixel 2000 scales away
