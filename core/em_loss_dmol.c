@@ -34,7 +34,7 @@ typedef struct {
     double log_half_levels; /* log((bins - 1) / 2): minus the log of the bin width */
 } dmol_geom;
 
-/* Where parameter kind `what` of component k (channel c) sits along P. */
+/* Where each parameter of component k (channel c; coefficient i) sits along P. */
 static inline int64_t at_logit(const dmol_geom *q, int64_t k) { return k; }
 static inline int64_t at_mean(const dmol_geom *q, int64_t c, int64_t k) { return q->k + c * q->k + k; }
 static inline int64_t at_log_scale(const dmol_geom *q, int64_t c, int64_t k) {
