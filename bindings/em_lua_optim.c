@@ -2,7 +2,9 @@
  * losses (labels 1..K here, 0-based in core/), the optimizer step over a
  * parameter list, and gradient / weight clipping. They live in the table
  * ember._optim_kernels; users call them through the Lua modules, which pass
- * their own arguments straight on, so messages name the public function. */
+ * their own arguments straight on, so messages name the public function.
+ * The mixture-of-logistics sampler, not a loss, is ember's own function
+ * (ember.sample_discretized_logistic_mixture), registered here beside its loss. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -77,6 +79,38 @@ static double opt_number_in(lua_State *L, int arg, const char *fname, const char
             luaL_error(L, "%s", msg);
         }
     }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* opts[key] as an integer in [lo, hi], or def when absent. */
+static int opt_integer_in(lua_State *L, int arg, const char *fname, const char *key, int def,
+                          int lo, int hi) {
+    if (lua_isnoneornil(L, arg)) return def;
+    lua_getfield(L, arg, key);
+    int v = def;
+    if (!lua_isnil(L, -1)) {
+        int exact = 0;
+        lua_Integer i = lua_type(L, -1) == LUA_TNUMBER ? lua_tointegerx(L, -1, &exact) : 0;
+        if (!exact)
+            luaL_error(L, "%s: option '%s' must be an integer, got %s", fname, key,
+                       lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : luaL_typename(L, -1));
+        if (i < lo || i > hi)
+            luaL_error(L, "%s: option '%s' must be in [%d, %d], got %d", fname, key, lo, hi,
+                       (int)(i < INT32_MIN ? INT32_MIN : i > INT32_MAX ? INT32_MAX : i));
+        v = (int)i;
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* opts[key] as a boolean (false when absent). */
+static bool opt_boolean(lua_State *L, int arg, const char *fname, const char *key) {
+    if (lua_isnoneornil(L, arg)) return false;
+    lua_getfield(L, arg, key);
+    if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+        luaL_error(L, "%s: option '%s' must be a boolean, got %s", fname, key, luaL_typename(L, -1));
+    bool v = lua_toboolean(L, -1);
     lua_pop(L, 1);
     return v;
 }
@@ -181,6 +215,50 @@ static int lk_nll(lua_State *L) {
     em_tensor *w = opt_weight(L, 3, fn);
     em_tensor *labels = push_labels(L, 2, fn, x->ndim == 2 ? x->shape[1] : 0);
     em_lua_push(L, em_loss_nll(x, labels, w, r));
+    return 1;
+}
+
+/* discretized_logistic_mixture(params [N x P x H x W], x [N x C x H x W] in [-1, 1]
+ *                              [, {reduction=, nr_mix=, bins=}]) -> NLL in nats */
+static int lk_discretized_logistic_mixture(lua_State *L) {
+    static const char *const allowed[] = {"reduction", "nr_mix", "bins", NULL};
+    const char *fn = "discretized_logistic_mixture";
+    em_tensor *p = em_lua_check(L, 1, fn), *x = em_lua_check(L, 2, fn);
+    check_options(L, 3, fn, allowed);
+    em_reduction r = opt_reduction(L, 3, fn);
+    int nr_mix = opt_integer_in(L, 3, fn, "nr_mix", 0, 1, 1 << 20);
+    int bins = opt_integer_in(L, 3, fn, "bins", 256, 2, 65536);
+    em_lua_push(L, em_loss_dmol(p, x, nr_mix, bins, r));
+    return 1;
+}
+
+/* ember.sample_discretized_logistic_mixture(params [N x P x H x W]
+ *     [, {channels=, nr_mix=, quantize=, bins=}]) -> x [N x C x H x W] in [-1, 1].
+ * One of channels / nr_mix is needed when P alone does not tell C (P = 30:
+ * 10 grey components or 3 RGB ones); each is checked against P. */
+static int lf_sample_discretized_logistic_mixture(lua_State *L) {
+    static const char *const allowed[] = {"channels", "nr_mix", "quantize", "bins", NULL};
+    const char *fn = "sample_discretized_logistic_mixture";
+    em_tensor *p = em_lua_check(L, 1, fn);
+    check_options(L, 2, fn, allowed);
+    int channels = opt_integer_in(L, 2, fn, "channels", 0, 1, 3);
+    int nr_mix = opt_integer_in(L, 2, fn, "nr_mix", 0, 1, 1 << 20);
+    bool quantize = opt_boolean(L, 2, fn, "quantize");
+    int bins = opt_integer_in(L, 2, fn, "bins", 256, 2, 65536);
+    if (channels == 0) {
+        int64_t P = p->ndim == 4 ? p->shape[1] : 0;
+        bool grey = P > 0 && P % 3 == 0 && (!nr_mix || P == 3 * (int64_t)nr_mix);
+        bool rgb = P > 0 && P % 10 == 0 && (!nr_mix || P == 10 * (int64_t)nr_mix);
+        if (grey && rgb)
+            return luaL_error(L, "%s: params with P = %d channels fit both C = 1 and C = 3: give "
+                              "channels (or nr_mix)", fn, (int)P);
+        if (p->ndim == 4 && !grey && !rgb)
+            return luaL_error(L, "%s: params with P = %d channels fit neither 3*nr_mix (C = 1) "
+                              "nor 10*nr_mix (C = 3)%s", fn, (int)P,
+                              nr_mix ? " for the nr_mix given" : "");
+        channels = rgb ? 3 : 1; /* params not 4-D: the core names the shape */
+    }
+    em_lua_push(L, em_sample_dmol(p, nr_mix, channels, bins, quantize));
     return 1;
 }
 
@@ -360,10 +438,13 @@ void em_lua_open_optim(lua_State *L, int module, int methods) {
     (void)methods;
     static const luaL_Reg kernels[] = {
         {"bce_with_logits", lk_bce_with_logits}, {"cross_entropy", lk_cross_entropy},
-        {"nll", lk_nll}, {"step", lk_step}, {"clip_grad_norm", lk_clip_grad_norm},
+        {"nll", lk_nll}, {"discretized_logistic_mixture", lk_discretized_logistic_mixture},
+        {"step", lk_step}, {"clip_grad_norm", lk_clip_grad_norm},
         {"clip_grad_value", lk_clip_grad_value}, {"clip_weights", lk_clip_weights},
         {"tensor_key", lk_tensor_key}, {"first_nonfinite_grad", lk_first_nonfinite_grad},
         {NULL, NULL}};
     luaL_newlib(L, kernels);
     lua_setfield(L, module, "_optim_kernels");
+    lua_pushcfunction(L, lf_sample_discretized_logistic_mixture);
+    lua_setfield(L, module, "sample_discretized_logistic_mixture");
 }

@@ -16,9 +16,7 @@
 
 #define REL(t) em_tensor_release(t)
 
-/* Folds per-element values `per` (one reference, consumed) by `red`. The mean
- * divides by `divisor` when it is > 0, else by the number of elements. */
-static em_tensor *reduce_loss(em_tensor *per, em_reduction red, double divisor) {
+em_tensor *em_loss_reduce(em_tensor *per, em_reduction red, double divisor) {
     if (!per || red == EM_REDUCTION_NONE) return per;
     em_tensor *r;
     if (red == EM_REDUCTION_SUM) {
@@ -34,7 +32,7 @@ static em_tensor *reduce_loss(em_tensor *per, em_reduction red, double divisor) 
     return r;
 }
 
-static int check_reduction(const char *fn, em_reduction red) {
+int em_loss_check_reduction(const char *fn, em_reduction red) {
     if (red != EM_REDUCTION_NONE && red != EM_REDUCTION_MEAN && red != EM_REDUCTION_SUM)
         return em_error_set("%s: unknown reduction %d", fn, (int)red);
     return EM_OK;
@@ -52,7 +50,7 @@ static void row_bce_with_logits(int64_t n, float *const *p, const int64_t *s, co
 
 em_tensor *em_loss_bce_with_logits(em_tensor *logits, em_tensor *target, em_reduction red) {
     if (!logits || !target) return NULL;
-    if (check_reduction("bce_with_logits", red)) return NULL;
+    if (em_loss_check_reduction("bce_with_logits", red)) return NULL;
     if (!em_same_shape(logits, target)) {
         char a[EM_SHAPE_STR_MAX], b[EM_SHAPE_STR_MAX];
         em_error_set("bce_with_logits: logits %s and target %s must have the same shape",
@@ -69,7 +67,7 @@ em_tensor *em_loss_bce_with_logits(em_tensor *logits, em_tensor *target, em_redu
         em_node_save(node, logits);
         em_node_save(node, target);
     }
-    return reduce_loss(out, red, 0);
+    return em_loss_reduce(out, red, 0);
 }
 
 /* d/dx = g (sigmoid(x) - t), d/dt = -g x */
@@ -180,7 +178,7 @@ em_tensor *em_loss_cross_entropy(em_tensor *logits, em_tensor *labels, em_tensor
                                  float label_smoothing, em_reduction red) {
     const char *fn = "cross_entropy";
     if (!logits || !labels) return NULL;
-    if (check_reduction(fn, red)) return NULL;
+    if (em_loss_check_reduction(fn, red)) return NULL;
     if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f)) {
         em_error_set("%s: label_smoothing must be in [0, 1], got %g", fn, label_smoothing);
         return NULL;
@@ -235,7 +233,7 @@ em_tensor *em_loss_cross_entropy(em_tensor *logits, em_tensor *labels, em_tensor
     REL(lse);
     double divisor = b.weight_sum;
     class_batch_free(&b);
-    return reduce_loss(out, red, divisor);
+    return em_loss_reduce(out, red, divisor);
 }
 
 /* The gradient of loss_i with respect to x[i, :] is
@@ -313,7 +311,7 @@ em_tensor *em_loss_nll(em_tensor *logprobs, em_tensor *labels, em_tensor *weight
                        em_reduction red) {
     const char *fn = "nll";
     if (!logprobs || !labels) return NULL;
-    if (check_reduction(fn, red)) return NULL;
+    if (em_loss_check_reduction(fn, red)) return NULL;
     class_batch b;
     if (class_batch_read(fn, "log-probabilities", logprobs, labels, weight, &b)) return NULL;
     if (check_mean_divisor(fn, &b, red)) {
@@ -340,5 +338,5 @@ em_tensor *em_loss_nll(em_tensor *logprobs, em_tensor *labels, em_tensor *weight
     REL(wy);
     double divisor = b.weight_sum;
     class_batch_free(&b);
-    return reduce_loss(per, red, divisor);
+    return em_loss_reduce(per, red, divisor);
 }

@@ -1,6 +1,6 @@
 -- reference_spec.lua — docs/reference.md's checked code blocks run as written: the
--- recipe block trains with `ember run` (and samples), the losses block runs with
--- `ember`. Also the documented reduction rule, loss by loss.
+-- recipe block trains with `ember run` (and samples), the losses and mixture-of-logistics
+-- blocks run with `ember`. Also the documented reduction rule, loss by loss.
 local ember = require 'ember'
 local losses = require 'ember.losses'
 local h = require 'tests.lua.helpers.common'
@@ -47,6 +47,15 @@ describe('docs/reference.md', function()
     assert.are.equal(0, code, out)
     assert.truthy(out:match('^rec %S+  kl %S+  d %S+  g %S+'), out)
   end)
+
+  it('the mixture-of-logistics block runs', function()
+    local f = assert(io.open(dir .. '/dmol.lua', 'w'))
+    f:write(checked_block('dmol'))
+    f:close()
+    local out, code = sh(q(h.EMBER) .. ' ' .. q(dir .. '/dmol.lua'))
+    assert.are.equal(0, code, out)
+    assert.truthy(out:match('^nll %S+ nats/image  %S+ bits/dim'), out)
+  end)
 end)
 
 describe('reduction means the same for every loss', function()
@@ -86,6 +95,17 @@ describe('reduction means the same for every loss', function()
     assert.is_true(math.abs(losses.cross_entropy(a, labels, {weight = w}):item() - wsum / (1 + 3 + 2 + 4)) < 1e-5)
     local lp = a:log_softmax(2)
     assert.is_true(math.abs(losses.nll(lp, labels, {reduction = 'batchmean'}):item() - losses.nll(lp, labels, {reduction = 'sum'}):item() / 4) < 1e-5)
+  end)
+
+  it("discretized_logistic_mixture: one term per position [N x H x W]; 'mean' over N*H*W", function()
+    local params, x = ember.randn(4, 20, 2, 3), ember.rand(4, 3, 2, 3) * 2 - 1
+    local function f(o) return losses.discretized_logistic_mixture(params, x, o) end
+    local terms = f({reduction = 'none'})
+    assert.are.same({4, 2, 3}, terms:shape())
+    local sum = terms:sum():item()
+    assert.is_true(math.abs(f({reduction = 'sum'}):item() - sum) <= 1e-4 * (1 + math.abs(sum)))
+    assert.is_true(math.abs(f():item() - sum / 24) <= 1e-5 * (1 + math.abs(sum)))
+    assert.is_true(math.abs(f({reduction = 'batchmean'}):item() - sum / 4) <= 1e-5 * (1 + math.abs(sum)))
   end)
 
   it("the adversarial losses take 'batchmean' and refuse 'none'", function()

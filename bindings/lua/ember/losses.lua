@@ -1,8 +1,9 @@
--- ember.losses — losses for classifiers, VAEs and GANs.
+-- ember.losses — losses for classifiers, VAEs, GANs and autoregressive image
+-- models.
 --
 -- Every loss computes elementwise terms (one per element of its input; one per
 -- sample for cross_entropy and nll, whose input rows are distributions over
--- classes) and reduces them by opts.reduction, the same way for every loss:
+-- classes; one per pixel position for discretized_logistic_mixture) and reduces them by opts.reduction, the same way for every loss:
 --   'mean'      (default) the mean over all the terms, as in PyTorch;
 --   'sum'       their sum;
 --   'batchmean' their sum divided by the batch size (the first dim): the
@@ -10,10 +11,13 @@
 --               'batchmean'. A VAE's two terms need the same reduction, and
 --               this is the usual one (nats per image);
 --   'none'      the terms themselves, shaped like the input ([N] for
---               cross_entropy and nll).
--- BCE-with-logits, cross-entropy and NLL are fused C kernels (numerically
--- stable, one pass); the rest are compositions of differentiable ops, so every
--- loss can be differentiated twice (gradient penalties).
+--               cross_entropy and nll, [N x H x W] for
+--               discretized_logistic_mixture: one term per pixel position).
+-- BCE-with-logits, cross-entropy, NLL and the discretized logistic mixture are
+-- fused C kernels (numerically stable, one pass); the rest are compositions of
+-- differentiable ops. Every loss can be differentiated twice (gradient
+-- penalties) except the discretized logistic mixture, whose second derivative
+-- is refused with a message.
 --
 --   local losses = require 'ember.losses'
 --   local loss = losses.cross_entropy(logits, labels)        -- labels 1..K
@@ -160,6 +164,44 @@ losses.cross_entropy = with_batchmean(K.cross_entropy)
 --- nll(logprobs [N x K], labels [N] [, opts]): -logprobs[i, labels[i]], reduced.
 -- opts: reduction, weight.
 losses.nll = with_batchmean(K.nll)
+
+-- ---- images: PixelCNN++'s discretized mixture of logistics ----------------------------
+
+--- discretized_logistic_mixture(params [N x P x H x W], x [N x C x H x W] [, opts]):
+-- the negative log-likelihood in nats of images x (bins levels scaled to [-1, 1]:
+-- x = pixel / 127.5 - 1 for 8-bit) under a mixture of nr_mix discretized logistics
+-- per position (Salimans et al. 2017, PixelCNN++). C = 1: P = 3*nr_mix (logits,
+-- means, log-scales); C = 3: P = 10*nr_mix (logits, 3*nr_mix means, 3*nr_mix
+-- log-scales, 3*nr_mix raw RGB coefficients, tanh-squashed: mean_G += c0 x_R,
+-- mean_B += c1 x_R + c2 x_G), each a block of nr_mix (per channel R, G, B) along P.
+-- One term per position, [N x H x W] ('none'), summed over the channels; 'mean'
+-- divides by N*H*W, 'batchmean' gives nats per image. opts: reduction, nr_mix
+-- (checked against P; inferred when absent), bins (default 256). A fused C kernel
+-- with its gradient in params; x is data (no gradient), and a second derivative
+-- is refused. Sample with ember.sample_discretized_logistic_mixture.
+losses.discretized_logistic_mixture = with_batchmean(K.discretized_logistic_mixture)
+
+--- bits_per_dim(nats, dims): a negative log-likelihood per image in nats (a number
+-- or a tensor, e.g. a 'batchmean' loss) as bits per dimension, nats / (dims ln 2).
+-- dims: the dimensions of one image, C*H*W, as a number, or an image batch
+-- [N x C x H x W] (a tensor) whose C*H*W is taken.
+function losses.bits_per_dim(nats, dims)
+  if type(nats) ~= 'number' and not ember.is_tensor(nats) then
+    error(('bits_per_dim: bad argument #1 \'nats\' (expected number or tensor, got %s)'):format(type(nats)), 2)
+  end
+  local d
+  if ember.is_tensor(dims) and dims:dim() == 4 then
+    d = dims:size(2) * dims:size(3) * dims:size(4)
+  elseif math.type(dims) == 'integer' or (type(dims) == 'number' and dims == math.floor(dims)) then
+    d = dims
+  end
+  if not d or d < 1 or d == math.huge then
+    local got = ember.is_tensor(dims) and ('a tensor ' .. shape_str(dims)) or
+      (type(dims) == 'number' and tostring(dims) or type(dims))
+    error(('bits_per_dim: bad argument #2 \'dims\' (expected a positive integer C*H*W or an image batch [N x C x H x W], got %s)'):format(got), 2)
+  end
+  return nats / (d * math.log(2))
+end
 
 -- ---- Gaussians (VAEs) ----------------------------------------------------------------
 
