@@ -181,7 +181,8 @@ function recipe.sample(state, p, out_dir, n)
   local x = ar.sample(model, n, {y = y})
   report.fast_seconds, report.fast_images = ember._clock() - t0, n
   image.save_grid(images(x, p), out_dir .. '/samples.png', {nrow = nrow, scale = 2})
-  print(string.format('samples.png: %d images in %.1f s (row-cached sampler)', n, report.fast_seconds))
+  print(string.format('samples.png: %d images in %.1f s (%s)', n, report.fast_seconds,
+                      model.row_sampler and 'row-cached sampler' or 'naive sampler: this model has no row sampler'))
 
   -- completions: the top half given, the bottom half sampled (given image above its completion)
   local m = math.min(p.n_completions, test_x:size(1))

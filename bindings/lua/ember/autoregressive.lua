@@ -543,8 +543,9 @@ local function draw(model, out)
     local k = (out - (-(u:log())):log()):argmax(2) -- 1..256
     return (k:view(n) - 1) * (2 / 255) - 1
   else
-    local s = ember.sample_discretized_logistic_mixture(out:view(n, -1, 1, 1), { nr_mix = model.nr_mix })
-    return ((s:view(n) + 1) * 127.5):round() * (2 / 255) - 1
+    local s = ember.sample_discretized_logistic_mixture(out:reshape(n, out:size(2), 1, 1),
+      { nr_mix = model.nr_mix, channels = 1, quantize = true })
+    return s:view(n)
   end
 end
 
