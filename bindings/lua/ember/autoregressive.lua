@@ -81,6 +81,9 @@ local function row_conv(cache, m, x_row, r)
   if kh == 1 and pad[1] == 0 then
     return ember.conv2d(x_row, m.weight, m.bias, o)
   end
+  if not o.mask then -- an unmasked kernel taller than one row would read rows not seen yet
+    error(('row sampler: %s with a %d-row kernel has no causal mask'):format(m:class_name(), kh), 0)
+  end
   local span = (kh - 1) * dil[1] + 1
   local c = cache[m]
   if not c then
