@@ -4,11 +4,17 @@
 # from the figures the runs themselves wrote (result.lua, metrics.csv, summary.md), and
 # this script puts it between the README's marker lines
 #   <!-- results:<family> --> ... <!-- /results:<family> -->
-# Usage: sh scripts/update_results.sh [BUILD]
+# Usage: sh scripts/update_results.sh [BUILD [FAMILY ...]]
+# With families named (autoencoders, gans, autoregressive), only their tables are
+# rewritten: runs/ is not in git, so a fresh checkout holds only the runs made there.
 BUILD=${1:-build}
+[ $# -gt 0 ] && shift
 cd "$(dirname "$0")/.." || exit 1
 for script in scripts/results_*.lua; do
     family=$(basename "$script" .lua | sed 's/^results_//')
+    if [ $# -gt 0 ]; then
+        case " $* " in *" $family "*) ;; *) continue ;; esac
+    fi
     grep -q "<!-- results:$family -->" README.md || { echo "update_results: README has no markers for $family"; continue; }
     table=$(mktemp)
     "$BUILD/ember" "$script" > "$table" || { echo "update_results: $script failed"; rm -f "$table"; exit 1; }
