@@ -18,6 +18,7 @@ local RUNS = {
   {name = 'vae-mnist-bernoulli-e200', what = 'VAE (bounds: ELBO, IWAE-100)'},
   {name = 'pixelcnn-b5', what = 'PixelCNN (B5)'},
   {name = 'gated-pixelcnn', what = 'Gated PixelCNN'},
+  {name = 'gated-pixelcnn-cond', what = 'Gated PixelCNN, class-conditional (NLL of x given its label)'},
   {name = 'rowlstm', what = 'PixelRNN, Row LSTM'},
   {name = 'pixelcnn-fashion-256', what = 'PixelCNN, 256-way softmax'},
   {name = 'pixelcnnpp-fashion', what = 'PixelCNN++ likelihood (logistic mixture)'},
