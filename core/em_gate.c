@@ -29,26 +29,33 @@ em_tensor *em_gated_tanh(em_tensor *x) {
     shape[1] = C;
     em_tensor *xc = em_contiguous(x);
     em_tensor *out = xc ? em_tensor_empty(x->ndim, shape) : NULL;
-    em_tensor *ts = out ? em_tensor_empty(x->ndim, x->shape) : NULL; /* [t, s] as x's halves */
-    if (!ts) {
+    /* [t, s] as x's halves, kept for the backward only when a node is recorded */
+    const bool recording = out && em_grad_enabled() && xc->requires_grad;
+    em_tensor *ts = recording ? em_tensor_empty(x->ndim, x->shape) : NULL;
+    if (!out || (recording && !ts)) {
         em_tensor_release(xc);
         em_tensor_release(out);
         return NULL;
     }
     const float *xd = em_tensor_data(xc);
-    float *yd = em_tensor_data(out), *td = em_tensor_data(ts);
+    float *yd = em_tensor_data(out), *td = ts ? em_tensor_data(ts) : NULL;
     const int64_t half = C * S;
 #pragma omp parallel for schedule(static) if (N * half > EM_PARALLEL_MIN)
     for (int64_t n = 0; n < N; n++) {
         const float *a = xd + n * 2 * half, *b = a + half;
-        float *t = td + n * 2 * half, *s = t + half, *y = yd + n * half;
-        for (int64_t i = 0; i < half; i++) {
-            t[i] = tanhf(a[i]);
-            s[i] = sigmoid_f(b[i]);
-            y[i] = t[i] * s[i];
+        float *y = yd + n * half;
+        if (td) {
+            float *t = td + n * 2 * half, *s = t + half;
+            for (int64_t i = 0; i < half; i++) {
+                t[i] = tanhf(a[i]);
+                s[i] = sigmoid_f(b[i]);
+                y[i] = t[i] * s[i];
+            }
+        } else {
+            for (int64_t i = 0; i < half; i++) y[i] = tanhf(a[i]) * sigmoid_f(b[i]);
         }
     }
-    em_node *node = em_record(EM_OP_gated_tanh, out, 1, &xc);
+    em_node *node = ts ? em_record(EM_OP_gated_tanh, out, 1, &xc) : NULL;
     if (node) {
         em_node_save(node, xc);
         em_node_save(node, ts);

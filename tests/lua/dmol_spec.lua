@@ -15,12 +15,7 @@ local dmol = losses.discretized_logistic_mixture
 local sample = ember.sample_discretized_logistic_mixture
 local REDUCTIONS = { 'mean', 'sum', 'batchmean', 'none' }
 
-local function expect_error(text, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, 'expected an error containing: ' .. text)
-  err = tostring(err)
-  assert(err:find(text, 1, true), ('error "%s" does not contain "%s"'):format(err, text))
-end
+local expect_error = require('tests.lua.helpers.common').raises -- (text, fn, ...)
 
 local function flat(t)
   local v = t:contiguous():view(-1):totable()

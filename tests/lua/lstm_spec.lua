@@ -14,10 +14,8 @@ local function error_of(fn)
   return tostring(err)
 end
 
-local function expect_error(fn, text)
-  local err = error_of(fn)
-  assert.truthy(err:find(text, 1, true), ('error "%s" does not contain "%s"'):format(err, text))
-end
+local raises = require('tests.lua.helpers.common').raises
+local function expect_error(fn, text) raises(text, fn) end
 
 local function check(fn, inputs, opts)
   local ok, msg = ember.gradcheck(fn, inputs, opts)

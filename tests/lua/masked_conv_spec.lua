@@ -9,12 +9,8 @@
 local ember = require 'ember'
 local nn = ember.nn
 
-local function expect_error(fn, text)
-  local ok, err = pcall(fn)
-  assert.is_false(ok, 'expected an error containing: ' .. text)
-  assert.truthy(tostring(err):find(text, 1, true),
-    ('error "%s" does not contain "%s"'):format(tostring(err), text))
-end
+local raises = require('tests.lua.helpers.common').raises
+local function expect_error(fn, text) raises(text, fn) end
 
 local function max_abs(t) return t:abs():max():item() end
 local function randn(...) return ember.randn(...):requires_grad() end

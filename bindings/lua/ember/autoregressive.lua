@@ -65,6 +65,30 @@ function M.shift_down(x)
   return ember.cat({ ember.zeros(n, c, 1, w), x:narrow(3, 1, h - 1) }, 3)
 end
 
+-- ---- what the models share --------------------------------------------------------------
+
+-- The options every model reads, checked (fn names the model in messages): sets
+-- self.likelihood and self.nr_mix, returns channels, first_kernel, kernel, hidden.
+local function common_options(self, fn, opts, default_channels)
+  self.likelihood = opts.likelihood or 'bernoulli'
+  if not heads[self.likelihood] then
+    error(("%s: likelihood must be 'bernoulli', 'categorical' or 'logistic_mixture', got %s"):format(fn, tostring(self.likelihood)), 3)
+  end
+  self.nr_mix = check_positive_int(fn, 'nr_mix', opts.nr_mix or 5)
+  return check_positive_int(fn, 'channels', opts.channels or default_channels),
+    check_positive_int(fn, 'first_kernel', opts.first_kernel or 7),
+    check_positive_int(fn, 'kernel', opts.kernel or 3),
+    check_positive_int(fn, 'hidden', opts.hidden or 64)
+end
+
+-- The output layers: relu, 1x1 (hidden), relu, 1x1 (the head's channels).
+local function add_head(self, ch, hidden)
+  self.out1 = nn.Conv2d(ch, hidden, 1)
+  self.out2 = nn.Conv2d(hidden, M.head_channels(self.likelihood, self.nr_mix), 1)
+end
+
+local function head(self, h) return self.out2(self.out1(h:relu()):relu()) end
+
 -- ---- row-by-row evaluation of a convolution --------------------------------------------
 
 -- The output row r [N x O x 1 x W] of a stride-1 convolution m (Conv2d or MaskedConv2d,
@@ -107,29 +131,20 @@ M.PixelCNN = PixelCNN
 --- The defaults are benchmark B5 of DESIGN.md.
 function PixelCNN:init(opts)
   opts = opts or {}
-  local fn = 'PixelCNN'
-  self.likelihood = opts.likelihood or 'bernoulli'
-  if not heads[self.likelihood] then
-    error(("%s: likelihood must be 'bernoulli', 'categorical' or 'logistic_mixture', got %s"):format(fn, tostring(self.likelihood)), 2)
-  end
-  self.nr_mix = opts.nr_mix or 5
-  local ch = check_positive_int(fn, 'channels', opts.channels or 64)
+  local ch, k1, k, hidden = common_options(self, 'PixelCNN', opts, 64)
   local blocks = opts.blocks or 6
-  if math.type(blocks) ~= 'integer' or blocks < 0 then error(fn .. ': blocks must be an integer >= 0, got ' .. tostring(blocks), 2) end
-  local k1 = check_positive_int(fn, 'first_kernel', opts.first_kernel or 7)
-  local k = check_positive_int(fn, 'kernel', opts.kernel or 3)
-  local hidden = check_positive_int(fn, 'hidden', opts.hidden or 64)
+  if math.type(blocks) ~= 'integer' or blocks < 0 then error('PixelCNN: blocks must be an integer >= 0, got ' .. tostring(blocks), 2) end
   self.first = nn.MaskedConv2d(1, ch, k1, { mask = 'A' })
   self.blocks = nn.Sequential()
   for _ = 1, blocks do self.blocks:add(nn.MaskedConv2d(ch, ch, k, { mask = 'B' })) end
-  self.out1 = nn.Conv2d(ch, hidden, 1)
-  self.out2 = nn.Conv2d(hidden, M.head_channels(self.likelihood, self.nr_mix), 1)
+  add_head(self, ch, hidden)
 end
 
--- the layers after the first conv, for a whole image or one row (conv(m, x) runs a conv)
+-- the layers after the first conv, for a whole image or one row (conv(m, x) runs a
+-- masked conv; the 1x1 head needs no rows but its own)
 local function pixelcnn_body(self, h, conv)
   for i = 1, #self.blocks do h = h + conv(self.blocks[i], h:relu()) end
-  return conv(self.out2, conv(self.out1, h:relu()):relu())
+  return head(self, h)
 end
 
 --- model:forward(x) -> the head's parameters [N x K x H x W] for images x [N x 1 x H x W]
@@ -168,16 +183,8 @@ M.GatedPixelCNN = GatedPixelCNN
 function GatedPixelCNN:init(opts)
   opts = opts or {}
   local fn = 'GatedPixelCNN'
-  self.likelihood = opts.likelihood or 'bernoulli'
-  if not heads[self.likelihood] then
-    error(("%s: likelihood must be 'bernoulli', 'categorical' or 'logistic_mixture', got %s"):format(fn, tostring(self.likelihood)), 2)
-  end
-  self.nr_mix = opts.nr_mix or 5
-  local ch = check_positive_int(fn, 'channels', opts.channels or 64)
+  local ch, k1, k, hidden = common_options(self, fn, opts, 64)
   local layers = check_positive_int(fn, 'layers', opts.layers or 8)
-  local k1 = check_positive_int(fn, 'first_kernel', opts.first_kernel or 7)
-  local k = check_positive_int(fn, 'kernel', opts.kernel or 3)
-  local hidden = check_positive_int(fn, 'hidden', opts.hidden or 64)
   local classes = opts.classes or 0
   if math.type(classes) ~= 'integer' or classes < 0 then error(fn .. ': classes must be an integer >= 0, got ' .. tostring(classes), 2) end
   self.classes = classes
@@ -196,8 +203,7 @@ function GatedPixelCNN:init(opts)
       self.hcond:add(eh)
     end
   end
-  self.out1 = nn.Conv2d(ch, hidden, 1)
-  self.out2 = nn.Conv2d(hidden, M.head_channels(self.likelihood, self.nr_mix), 1)
+  add_head(self, ch, hidden)
 end
 
 -- the per-class biases of layer l for labels y [N] (1-based), as [N x 2C x 1 x 1] each
@@ -216,8 +222,6 @@ local function horizontal(self, l, h, hconv_out, v_shifted, hb)
   local out = self.hout[l](M.gate(pre))
   return l == 1 and out or h + out
 end
-
-local function head(self, h) return self.out2(self.out1(h:relu()):relu()) end
 
 --- model:forward(x [, y]) -> the head's parameters [N x K x H x W] for images x
 --- [N x 1 x H x W] in input space (labels y [N], 1-based, for a conditional model).
@@ -280,16 +284,8 @@ M.RowLSTM = RowLSTM
 function RowLSTM:init(opts)
   opts = opts or {}
   local fn = 'RowLSTM'
-  self.likelihood = opts.likelihood or 'bernoulli'
-  if not heads[self.likelihood] then
-    error(("%s: likelihood must be 'bernoulli', 'categorical' or 'logistic_mixture', got %s"):format(fn, tostring(self.likelihood)), 2)
-  end
-  self.nr_mix = opts.nr_mix or 5
-  local ch = check_positive_int(fn, 'channels', opts.channels or 32)
+  local ch, k1, k, hidden = common_options(self, fn, opts, 32)
   local layers = check_positive_int(fn, 'layers', opts.layers or 2)
-  local k1 = check_positive_int(fn, 'first_kernel', opts.first_kernel or 7)
-  local k = check_positive_int(fn, 'kernel', opts.kernel or 3)
-  local hidden = check_positive_int(fn, 'hidden', opts.hidden or 64)
   if k % 2 == 0 then error(fn .. ': kernel must be odd, got ' .. k, 2) end
   self.channels = ch
   self.first = nn.MaskedConv2d(1, ch, k1, { mask = 'A' })
@@ -298,8 +294,7 @@ function RowLSTM:init(opts)
     self.is:add(nn.MaskedConv2d(ch, 4 * ch, { 1, k }, { mask = 'B' }))
     self.ss:add(nn.Conv2d(ch, 4 * ch, { 1, k }, { padding = { 0, k // 2 }, bias = false }))
   end
-  self.out1 = nn.Conv2d(ch, hidden, 1)
-  self.out2 = nn.Conv2d(hidden, M.head_channels(self.likelihood, self.nr_mix), 1)
+  add_head(self, ch, hidden)
 end
 
 -- One LSTM step over a row: gates [N x 4C x 1 x W] and c [N W x C] -> h [N x C x 1 x W], c.
@@ -324,7 +319,7 @@ function RowLSTM:forward(x)
     end
     inp = inp + ember.cat(rows, 3)
   end
-  return self.out2(self.out1(inp:relu()):relu())
+  return head(self, inp)
 end
 
 --- model:row_sampler(n, H, W) -> as PixelCNN's: the LSTM states of the finished rows are
@@ -342,7 +337,7 @@ function RowLSTM:row_sampler(n, height, width)
       if commit then st.h, st.c = h, c end
       inp = inp + h
     end
-    return model.out2(model.out1(inp:relu()):relu())
+    return head(model, inp)
   end
   return {
     row = function(_, x, r) return step(x, r, false) end,
