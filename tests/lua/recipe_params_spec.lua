@@ -318,3 +318,54 @@ describe('presets', function()
     assert.matches('`ember run examples/cvae.lua --out ' .. runs .. '/cvae --threads 2`', out, 1, true)
   end)
 end)
+
+describe('scripts/update_results.sh', function()
+  -- a copy of the script in a tree of its own: a results script printing one finished row
+  -- and one run that is missing here, under a README holding that run's earlier rows
+  local function tree()
+    local dir = tmpdir()
+    os.execute('mkdir -p ' .. q(dir .. '/scripts') .. ' && cp ' .. q(ROOT .. '/scripts/update_results.sh') .. ' ' ..
+               q(dir .. '/scripts/'))
+    write(dir, 'scripts/results_fake.lua', table.concat({
+      "print('| run | figures | command |')",
+      "print('|---|---|---|')",
+      "print('| new | 1.0 | `ember run x.lua --out runs/new` |')",
+      "print('| gone | | not run yet (runs/gone) |')",
+      "print('| swept | (no sweep yet) | `ember sweep x.lua --out runs/sweep` |')",
+    }, '\n'))
+    write(dir, 'README.md', table.concat({
+      'before', '<!-- results:fake -->',
+      '| run | figures | command |', '|---|---|---|',
+      '| new | 0.5 | `ember run x.lua --out runs/new` |',
+      '| gone | 7.0 | `ember run x.lua --set a=1 --out runs/gone --threads 2` |',
+      '| swept | ring 8 | `ember sweep x.lua --out runs/sweep` |',
+      '| swept | grid 25 | `ember sweep x.lua --out runs/sweep` |',
+      '<!-- /results:fake -->', 'after', ''}, '\n'))
+    return dir
+  end
+  local build = EMBER:match('^(.*)/[^/]+$')
+
+  it('keeps the rows of runs missing from this checkout and replaces the others', function()
+    local dir = tree()
+    local out, code = sh('sh ' .. q(dir .. '/scripts/update_results.sh') .. ' ' .. q(build) .. ' fake')
+    assert.equal(0, code, out)
+    assert.equal(table.concat({
+      'before', '<!-- results:fake -->',
+      '| run | figures | command |', '|---|---|---|',
+      '| new | 1.0 | `ember run x.lua --out runs/new` |',
+      '| gone | 7.0 | `ember run x.lua --set a=1 --out runs/gone --threads 2` |',
+      '| swept | ring 8 | `ember sweep x.lua --out runs/sweep` |',
+      '| swept | grid 25 | `ember sweep x.lua --out runs/sweep` |',
+      '<!-- /results:fake -->', 'after', ''}, '\n'), read(dir .. '/README.md'))
+  end)
+
+  it('prints missing runs as such with --drop-missing', function()
+    local dir = tree()
+    local out, code = sh('sh ' .. q(dir .. '/scripts/update_results.sh') .. ' --drop-missing ' .. q(build) .. ' fake')
+    assert.equal(0, code, out)
+    local readme = read(dir .. '/README.md')
+    assert.matches('| gone | | not run yet (runs/gone) |', readme, 1, true)
+    assert.matches('| swept | (no sweep yet) |', readme, 1, true)
+    assert.is_nil(readme:find('7.0', 1, true))
+  end)
+end)
