@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "em_autograd.h"
+#include "em_fastmath.h"
 #include "em_iter.h"
 #include "em_loss.h"
 
@@ -40,11 +41,17 @@ int em_loss_check_reduction(const char *fn, em_reduction red) {
 
 /* ---- BCE with logits -------------------------------------------------- */
 
-/* p = {out, logits, target} */
+/* p = {out, logits, target}; max(x, 0) - x t + log(1 + exp(-|x|)), the last
+ * term from em_fastmath (the vector loop for contiguous rows, its scalar
+ * reference for strided or broadcast ones: the same bits either way). */
 static void row_bce_with_logits(int64_t n, float *const *p, const int64_t *s, const void *c) {
+    if (s[0] == 1 && s[1] == 1 && s[2] == 1) {
+        em_fast_bce_with_logits(n, p[0], p[1], p[2]);
+        return;
+    }
     for (int64_t i = 0; i < n; i++) {
         float x = p[1][i * s[1]], t = p[2][i * s[2]];
-        p[0][i * s[0]] = fmaxf(x, 0.0f) - x * t + log1pf(expf(-fabsf(x)));
+        p[0][i * s[0]] = fmaxf(x, 0.0f) - x * t + em_log1p_exp_neg_abs(x);
     }
 }
 
