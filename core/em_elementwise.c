@@ -5,17 +5,17 @@
 #include <string.h>
 
 #include "em_autograd.h"
+#include "em_fastmath.h"
 #include "em_iter.h"
 
 /* ---- row kernels ----------------------------------------------------- */
 
 static inline float softplus_f(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
-static inline float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 #define UNARY_OPS(X)                                                                  \
     X(NEG, -x) X(ABS, fabsf(x)) X(EXP, expf(x)) X(LOG, logf(x)) X(LOG1P, log1pf(x))  \
     X(SQRT, sqrtf(x)) X(RSQRT, 1.0f / sqrtf(x)) X(TANH, tanhf(x))                     \
-    X(SIGMOID, sigmoid_f(x)) X(RELU, x < 0.0f ? 0.0f : x)                             \
+    X(SIGMOID, em_sigmoidf(x)) X(RELU, x < 0.0f ? 0.0f : x)                             \
     X(SIGN, (float)((x > 0.0f) - (x < 0.0f))) X(SIN, sinf(x)) X(COS, cosf(x))         \
     X(SQUARE, x * x) X(RECIPROCAL, 1.0f / x) X(FLOOR, floorf(x)) X(CEIL, ceilf(x))    \
     X(ROUND, nearbyintf(x)) X(SOFTPLUS, softplus_f(x))

@@ -4,8 +4,14 @@
 #ifndef EM_FASTMATH_H
 #define EM_FASTMATH_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+/* The one scalar sigmoid of every kernel (the sigmoid op, the fused LSTM cell
+ * and gated unit, BCE-with-logits' backward), so a fused path and the same
+ * computation made of ops agree bit for bit. */
+static inline float em_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* log(1 + exp(-|x|)), within 0.52 ulp of the exact value (computed in double
  * precision; tested within 1 ulp); NaN for NaN. The scalar reference of the

@@ -9,10 +9,10 @@
 #include <math.h>
 
 #include "em_autograd.h"
+#include "em_fastmath.h"
 #include "em_iter.h"
 #include "em_nn.h"
 
-static inline float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 em_tensor *em_gated_tanh(em_tensor *x) {
     if (!x) return NULL;
@@ -48,11 +48,11 @@ em_tensor *em_gated_tanh(em_tensor *x) {
             float *t = td + n * 2 * half, *s = t + half;
             for (int64_t i = 0; i < half; i++) {
                 t[i] = tanhf(a[i]);
-                s[i] = sigmoid_f(b[i]);
+                s[i] = em_sigmoidf(b[i]);
                 y[i] = t[i] * s[i];
             }
         } else {
-            for (int64_t i = 0; i < half; i++) y[i] = tanhf(a[i]) * sigmoid_f(b[i]);
+            for (int64_t i = 0; i < half; i++) y[i] = tanhf(a[i]) * em_sigmoidf(b[i]);
         }
     }
     em_node *node = ts ? em_record(EM_OP_gated_tanh, out, 1, &xc) : NULL;

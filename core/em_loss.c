@@ -77,11 +77,27 @@ em_tensor *em_loss_bce_with_logits(em_tensor *logits, em_tensor *target, em_redu
     return em_loss_reduce(out, red, 0);
 }
 
+/* p = {out, g, x, t}: g (sigmoid(x) - t), the products of the op-built form
+ * (sigmoid, sub, mul) in one pass and without its two temporaries */
+static void row_bce_with_logits_grad(int64_t n, float *const *p, const int64_t *s, const void *c) {
+    for (int64_t i = 0; i < n; i++)
+        p[0][i * s[0]] = p[1][i * s[1]] * (em_sigmoidf(p[2][i * s[2]]) - p[3][i * s[3]]);
+}
+
 /* d/dx = g (sigmoid(x) - t), d/dt = -g x */
 int em_backward_bce_with_logits(em_node *n, em_tensor *g, em_tensor **gin) {
     em_tensor *x = n->saved[0], *t = n->saved[1];
     int rc = EM_OK;
-    if (em_edge_needs_grad(n, 0)) {
+    if (em_edge_needs_grad(n, 0) && !em_grad_enabled()) {
+        /* first order: fused (g broadcasts, as it does in the mul below) */
+        gin[0] = em_tensor_empty(x->ndim, x->shape);
+        if (gin[0]) {
+            em_tensor *in[3] = {g, x, t};
+            em_iter_run(gin[0], 3, in, row_bce_with_logits_grad, NULL);
+        } else {
+            rc = EM_ERR;
+        }
+    } else if (em_edge_needs_grad(n, 0)) {
         em_tensor *sig = em_unary(EM_UN_SIGMOID, x);
         em_tensor *d = em_binary(EM_BIN_SUB, sig, t);
         gin[0] = em_binary(EM_BIN_MUL, g, d);

@@ -11,13 +11,13 @@
 #include <stdlib.h>
 
 #include "em_autograd.h"
+#include "em_fastmath.h"
 #include "em_lstm.h"
 
 #define PAR_MIN 32768
 #define REL(t) em_tensor_release(t)
 
 /* The same expression as the unary op's sigmoid (em_elementwise.c). */
-static inline float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* t itself (retained) when each row has unit stride, else a contiguous copy
  * (recorded, so gradients still reach t). */
@@ -40,8 +40,8 @@ static void forward_rows(int64_t N, int64_t H, const float *gates, int64_t as, c
         if (ws) {
             float *w = ws + n * 5 * H;
             for (int64_t j = 0; j < H; j++) {
-                const float i = sigmoid_f(a[j]), f = sigmoid_f(a[H + j]);
-                const float g = tanhf(a[2 * H + j]), o = sigmoid_f(a[3 * H + j]);
+                const float i = em_sigmoidf(a[j]), f = em_sigmoidf(a[H + j]);
+                const float g = tanhf(a[2 * H + j]), o = em_sigmoidf(a[3 * H + j]);
                 const float cn = f * cpr[j] + i * g;
                 const float tc = tanhf(cn);
                 cr[j] = cn;
@@ -54,8 +54,8 @@ static void forward_rows(int64_t N, int64_t H, const float *gates, int64_t as, c
             }
         } else {
             for (int64_t j = 0; j < H; j++) {
-                const float i = sigmoid_f(a[j]), f = sigmoid_f(a[H + j]);
-                const float g = tanhf(a[2 * H + j]), o = sigmoid_f(a[3 * H + j]);
+                const float i = em_sigmoidf(a[j]), f = em_sigmoidf(a[H + j]);
+                const float g = tanhf(a[2 * H + j]), o = em_sigmoidf(a[3 * H + j]);
                 const float cn = f * cpr[j] + i * g;
                 cr[j] = cn;
                 hr[j] = o * tanhf(cn);

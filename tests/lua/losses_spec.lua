@@ -113,6 +113,20 @@ describe('binary cross-entropy', function()
     assert(ok, msg)
   end)
 
+  it('bce_with_logits backward (fused) equals g * (sigmoid(x) - t) made of ops, bit for bit', function()
+    -- first order: one fused pass; with create_graph the op-built form runs instead
+    local x = (ember.randn(64, 1000) * 6):requires_grad()
+    local t = ember.rand(64, 1000)
+    local w = ember.randn(64, 1000)
+    local loss = (losses.bce_with_logits(x, t, { reduction = 'none' }) * w):sum()
+    loss:backward()
+    local want = w * (x:detach():sigmoid() - t)
+    assert.equal(0, (x.grad - want):abs():max():item())
+    assert.equal(0, x.grad:ne(want):sum():item())
+    local gx = ember.grad((losses.bce_with_logits(x, t, { reduction = 'none' }) * w):sum(), { x }, { create_graph = true })[1]
+    assert.equal(0, gx:detach():ne(want):sum():item())
+  end)
+
   it('bce_with_logits is finite with finite gradients at logits of +-100', function()
     local x = ember.tensor { 100, -100, 100, -100 }:requires_grad()
     local t = ember.tensor { 1, 0, 0, 1 }
