@@ -109,3 +109,163 @@ void em_fast_bce_with_logits(int64_t n, float *out, const float *x, const float 
     else
         bce_scalar(n, out, x, t);
 }
+
+/* ---- Box-Muller, bit for bit glibc's ------------------------------------
+ *
+ * The reference is the double expression V = mean + std * (sqrt(-2 log u1) *
+ * cos(theta)), theta = 2 pi u2 as C rounds it, then (float)V. The vector
+ * loop computes V' with its own log and cos:
+ *   log u1 (u1 in [2^-53, 1]): u1 = 2^e m, m in [sqrt(2)/2, sqrt(2)); log m =
+ *     2 atanh(f / (2 + f)), f = m - 1 exact, by the series to s^21 (truncation
+ *     6e-19); + e ln 2 (ln 2 split, two fma). A few ulp.
+ *   cos theta (theta in [0, 2 pi)): k = nearest(theta 2/pi), r = theta - k pi/2
+ *     with pi/2 in two parts (theta - k P1 is exact for k >= 1: both are
+ *     multiples of 2^-52 and closer than 1), so r is accurate relative to
+ *     itself even beside a zero of cos; then +-cos r or +-sin r by Taylor
+ *     polynomials to r^16 / r^17 on |r| <= pi/4 (truncation 2e-18). A few ulp.
+ * glibc's log and cos are within 1 ulp (its documented maxima for double);
+ * both Z = sqrt(-2L) cos and Z' are within RHO = 64 ulp of the exact product,
+ * a wide margin over the ~12 ulp the two chains can add up to, so
+ * |V - V'| <= E = |std Z'| RHO + |V'| 2^-51. When V' - E and V' + E round to
+ * the same float, so does V, which lies between them (rounding is monotone):
+ * the lane is kept. Otherwise (about 1 in 10^7: E against a float ulp) the
+ * lane is recomputed by the reference expression, as are non-finite ones. */
+
+#define TWO_PI (2.0 * M_PI)
+#define BM_RHO (64.0 * 0x1.0p-52)
+#define PIO2_1 1.5707963267948966          /* fl(pi / 2) */
+#define PIO2_2 6.123233995736766e-17       /* fl(pi / 2 - PIO2_1) */
+#define TWO_OVER_PI 0.6366197723675814
+#define LN2_HI_D 6.93147180369123816490e-01 /* 0x3fe62e42fee00000: e LN2_HI_D is exact */
+#define LN2_LO_D 1.90821492927058770002e-10
+#define SQRT2 1.4142135623730951
+
+static float box_muller_reference(uint64_t w1, uint64_t w2, float mean, float std) {
+    double u1 = 1.0 - (double)(w1 >> 11) * 0x1.0p-53;
+    double u2 = (double)(w2 >> 11) * 0x1.0p-53;
+    return (float)(mean + std * (sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2)));
+}
+
+static _Thread_local int64_t bm_fallbacks;
+
+int64_t em_box_muller_fallbacks(void) { return bm_fallbacks; }
+
+/* 1/(2k+1), k = 10 .. 1 (then 1) */
+static const double LOG_C[10] = {1.0 / 21, 1.0 / 19, 1.0 / 17, 1.0 / 15, 1.0 / 13,
+                                 1.0 / 11, 1.0 / 9,  1.0 / 7,  1.0 / 5,  1.0 / 3};
+/* cos: (-1)^k / (2k)!, k = 8 .. 1 (then 1); sin: (-1)^k / (2k+1)!, k = 8 .. 1 */
+static const double COS_C[8] = {1.0 / 20922789888000.0, -1.0 / 87178291200.0, 1.0 / 479001600.0,
+                                -1.0 / 3628800.0,       1.0 / 40320.0,        -1.0 / 720.0,
+                                1.0 / 24.0,             -0.5};
+static const double SIN_C[8] = {1.0 / 355687428096000.0, -1.0 / 1307674368000.0, 1.0 / 6227020800.0,
+                                -1.0 / 39916800.0,       1.0 / 362880.0,         -1.0 / 5040.0,
+                                1.0 / 120.0,             -1.0 / 6.0};
+
+/* (double)(x) for 64-bit integers below 2^52: the exponent-bits trick */
+__attribute__((target("avx2,fma"))) static inline __m256d u52_to_pd(__m256i x) {
+    const __m256d magic = _mm256_set1_pd(0x1.0p52);
+    return _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(x, _mm256_castpd_si256(magic))), magic);
+}
+
+/* the uniform (w >> 11) 2^-53 of four words: the 53-bit integer as 2 (w >> 12) + bit */
+__attribute__((target("avx2,fma"))) static inline __m256d words_to_uniform(__m256i w) {
+    __m256d hi = u52_to_pd(_mm256_srli_epi64(w, 12));
+    __m256d lo = u52_to_pd(_mm256_and_si256(_mm256_srli_epi64(w, 11), _mm256_set1_epi64x(1)));
+    return _mm256_mul_pd(_mm256_fmadd_pd(hi, _mm256_set1_pd(2.0), lo), _mm256_set1_pd(0x1.0p-53));
+}
+
+/* the low 32 bits of each 64-bit lane, as four int32 */
+__attribute__((target("avx2,fma"))) static inline __m128i low_halves(__m256i x) {
+    return _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0)));
+}
+
+/* log u for u in [2^-53, 1] */
+__attribute__((target("avx2,fma"))) static inline __m256d log_unit(__m256d u) {
+    __m256i bits = _mm256_castpd_si256(u);
+    __m256i e = _mm256_sub_epi64(_mm256_srli_epi64(bits, 52), _mm256_set1_epi64x(1023));
+    __m256d m = _mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi64x(0x000fffffffffffffLL)),
+                                                    _mm256_set1_epi64x(0x3ff0000000000000LL)));
+    __m256d big = _mm256_cmp_pd(m, _mm256_set1_pd(SQRT2), _CMP_GE_OQ);
+    m = _mm256_blendv_pd(m, _mm256_mul_pd(m, _mm256_set1_pd(0.5)), big);
+    e = _mm256_sub_epi64(e, _mm256_castpd_si256(big)); /* the mask is -1 where m was halved */
+    __m256d ed = _mm256_cvtepi32_pd(low_halves(e));
+    __m256d f = _mm256_sub_pd(m, _mm256_set1_pd(1.0));
+    __m256d s = _mm256_div_pd(f, _mm256_add_pd(_mm256_set1_pd(2.0), f));
+    __m256d z = _mm256_mul_pd(s, s);
+    __m256d q = _mm256_set1_pd(LOG_C[0]);
+    for (int k = 1; k < 10; k++) q = _mm256_fmadd_pd(q, z, _mm256_set1_pd(LOG_C[k]));
+    q = _mm256_fmadd_pd(q, z, _mm256_set1_pd(1.0));
+    __m256d logm = _mm256_mul_pd(_mm256_add_pd(s, s), q);
+    return _mm256_fmadd_pd(ed, _mm256_set1_pd(LN2_HI_D), _mm256_fmadd_pd(ed, _mm256_set1_pd(LN2_LO_D), logm));
+}
+
+/* cos theta for theta in [0, 2 pi) */
+__attribute__((target("avx2,fma"))) static inline __m256d cos_turn(__m256d theta) {
+    __m256d k = _mm256_round_pd(_mm256_mul_pd(theta, _mm256_set1_pd(TWO_OVER_PI)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256d r = _mm256_fmadd_pd(k, _mm256_set1_pd(-PIO2_1), theta);
+    r = _mm256_fmadd_pd(k, _mm256_set1_pd(-PIO2_2), r);
+    __m256d z = _mm256_mul_pd(r, r);
+    __m256d c = _mm256_set1_pd(COS_C[0]), s = _mm256_set1_pd(SIN_C[0]);
+    for (int i = 1; i < 8; i++) {
+        c = _mm256_fmadd_pd(c, z, _mm256_set1_pd(COS_C[i]));
+        s = _mm256_fmadd_pd(s, z, _mm256_set1_pd(SIN_C[i]));
+    }
+    c = _mm256_fmadd_pd(c, z, _mm256_set1_pd(1.0));       /* cos r */
+    s = _mm256_fmadd_pd(_mm256_mul_pd(s, z), r, r);         /* sin r = r + r z P(z) */
+    __m256i ki = _mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(k));
+    __m256i one = _mm256_set1_epi64x(1), two = _mm256_set1_epi64x(2);
+    __m256d odd = _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_and_si256(ki, one), one));
+    __m256i neg = _mm256_cmpeq_epi64(_mm256_and_si256(_mm256_add_epi64(ki, one), two), two);
+    __m256d v = _mm256_blendv_pd(c, s, odd); /* k = 0, 4: cos r; 1: -sin r; 2: -cos r; 3: sin r */
+    return _mm256_xor_pd(v, _mm256_and_pd(_mm256_castsi256_pd(neg), _mm256_set1_pd(-0.0)));
+}
+
+/* four values from the word pairs at w; a lane mask (bit per lane) of the kept ones */
+__attribute__((target("avx2,fma"))) static inline int box_muller4(const uint64_t *w, float mean, float std,
+                                                                  __m128 *res) {
+    __m256i a = _mm256_loadu_si256((const __m256i *)w), b = _mm256_loadu_si256((const __m256i *)(w + 4));
+    /* words 0..7 -> u1 words (even) and u2 words (odd), in lane order 0..3 */
+    __m256i lo = _mm256_unpacklo_epi64(a, b), hi = _mm256_unpackhi_epi64(a, b); /* (0,4,2,6), (1,5,3,7) */
+    __m256i w1 = _mm256_permute4x64_epi64(lo, 0xD8), w2 = _mm256_permute4x64_epi64(hi, 0xD8);
+    __m256d u1 = _mm256_sub_pd(_mm256_set1_pd(1.0), words_to_uniform(w1));
+    __m256d theta = _mm256_mul_pd(_mm256_set1_pd(TWO_PI), words_to_uniform(w2));
+    __m256d rad = _mm256_sqrt_pd(_mm256_mul_pd(_mm256_set1_pd(-2.0), log_unit(u1)));
+    __m256d z = _mm256_mul_pd(rad, cos_turn(theta));
+    __m256d sz = _mm256_mul_pd(_mm256_set1_pd((double)std), z);
+    __m256d v = _mm256_add_pd(_mm256_set1_pd((double)mean), sz);
+    const __m256d sign = _mm256_set1_pd(-0.0);
+    __m256d err = _mm256_fmadd_pd(_mm256_andnot_pd(sign, sz), _mm256_set1_pd(BM_RHO),
+                                  _mm256_mul_pd(_mm256_andnot_pd(sign, v), _mm256_set1_pd(0x1.0p-51)));
+    __m128 flo = _mm256_cvtpd_ps(_mm256_sub_pd(v, err)), fhi = _mm256_cvtpd_ps(_mm256_add_pd(v, err));
+    __m128i same = _mm_cmpeq_epi32(_mm_castps_si128(flo), _mm_castps_si128(fhi));
+    __m128 ordered = _mm_cmpord_ps(flo, flo); /* NaN bounds: not kept */
+    *res = flo;
+    return _mm_movemask_ps(_mm_and_ps(_mm_castsi128_ps(same), ordered));
+}
+
+__attribute__((target("avx2,fma"))) static void box_muller_avx2(int64_t n, float *out, const uint64_t *w,
+                                                                float mean, float std) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m128 r;
+        int keep = box_muller4(w + 2 * i, mean, std, &r);
+        _mm_storeu_ps(out + i, r);
+        if (keep != 0xF) {
+            for (int l = 0; l < 4; l++) {
+                if (keep & (1 << l)) continue;
+                out[i + l] = box_muller_reference(w[2 * (i + l)], w[2 * (i + l) + 1], mean, std);
+                bm_fallbacks++;
+            }
+        }
+    }
+    for (; i < n; i++) out[i] = box_muller_reference(w[2 * i], w[2 * i + 1], mean, std);
+}
+
+void em_box_muller(int64_t n, float *out, const uint64_t *words, float mean, float std) {
+    if (em_fastmath_simd()) {
+        box_muller_avx2(n, out, words, mean, std);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) out[i] = box_muller_reference(words[2 * i], words[2 * i + 1], mean, std);
+}

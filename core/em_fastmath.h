@@ -22,6 +22,16 @@ float em_log1p_exp_neg_abs(float x);
  * log(1 + exp(-|x|)) (the softplus term from em_log1p_exp_neg_abs). */
 void em_fast_bce_with_logits(int64_t n, float *out, const float *x, const float *t);
 
+/* Box-Muller from generator words: out[i] = (float)(mean + std * (sqrt(-2 log u1)
+ * cos(2 pi u2))) with u1 = 1 - (w[2i] >> 11) 2^-53, u2 = (w[2i+1] >> 11) 2^-53, the
+ * double-precision expression of em_rng_normal with glibc's log and cos, bit for
+ * bit: the vector loop evaluates its own log and cos (within a few ulp) and keeps
+ * a lane only when the value's error bound cannot reach a float rounding
+ * boundary, recomputing the rare others (about 1 in 10^7) by the expression. */
+void em_box_muller(int64_t n, float *out, const uint64_t *words, float mean, float std);
+/* the lanes the last em_box_muller calls on this thread recomputed (tests) */
+int64_t em_box_muller_fallbacks(void);
+
 /* Whether the AVX2+FMA loops run (the CPU has them and they are not turned off);
  * em_fastmath_use_simd(false) forces the scalar loops (tests compare the two). */
 bool em_fastmath_simd(void);

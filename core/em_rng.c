@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "em_autograd.h"
+#include "em_fastmath.h"
 #include "em_tensor.h"
 
 static uint64_t rng_state[EM_RNG_STATE_WORDS] = {
@@ -25,8 +26,8 @@ void em_rng_seed(uint64_t seed) {
 
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
-uint64_t em_rng_u64(void) {
-    uint64_t *s = rng_state;
+/* one step of xoshiro256** on the state s */
+static inline uint64_t next_word(uint64_t *s) {
     uint64_t result = rotl(s[1] * 5, 7) * 9;
     uint64_t t = s[1] << 17;
     s[2] ^= s[0];
@@ -36,6 +37,17 @@ uint64_t em_rng_u64(void) {
     s[2] ^= t;
     s[3] = rotl(s[3], 45);
     return result;
+}
+
+uint64_t em_rng_u64(void) { return next_word(rng_state); }
+
+/* n words into w, as n em_rng_u64() calls (the state kept in registers meanwhile:
+ * em_rng_u64 is not inlined into a -fPIC library's loops) */
+static void fill_words(uint64_t *w, int64_t n) {
+    uint64_t s[EM_RNG_STATE_WORDS];
+    memcpy(s, rng_state, sizeof s);
+    for (int64_t i = 0; i < n; i++) w[i] = next_word(s);
+    memcpy(rng_state, s, sizeof s);
 }
 
 double em_rng_uniform(void) { return (double)(em_rng_u64() >> 11) * 0x1.0p-53; }
@@ -143,10 +155,12 @@ int em_uniform_(em_tensor *t, float lo, float hi) {
 
 /* n draws of mean + std * N(0, 1) into d, the same numbers as n sequential
  * em_rng_normal() calls: the generator's words are drawn in order (cheap),
- * and Box-Muller's log/sqrt/cos (the cost: ~30 ns a value) runs over blocks
- * of them in parallel with the same double-precision functions, so the
- * result does not depend on the thread count. */
+ * and Box-Muller's log/sqrt/cos runs over blocks of them in parallel by
+ * em_box_muller (em_fastmath.c: its own vectorized log and cos where the
+ * float result provably equals glibc's, glibc's expression elsewhere), so the
+ * result depends neither on the thread count nor on the CPU. */
 #define NORMAL_BLOCK 8192
+#define NORMAL_PIECE 512 /* values per task of the parallel loop */
 static void fill_normal(float *d, int64_t n, float mean, float std) {
     if (n < 4096) {
         for (int64_t i = 0; i < n; i++) d[i] = (float)(mean + std * em_rng_normal());
@@ -158,14 +172,11 @@ static void fill_normal(float *d, int64_t n, float mean, float std) {
         /* the caller's thread's buffer, shared with the team (words itself
          * would name each thread's own copy) */
         uint64_t *w = words;
-        for (int64_t i = 0; i < 2 * len; i++) w[i] = em_rng_u64();
+        fill_words(w, 2 * len);
         float *out = d + b0;
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < len; i++) {
-            double u1 = 1.0 - (double)(w[2 * i] >> 11) * 0x1.0p-53;
-            double u2 = (double)(w[2 * i + 1] >> 11) * 0x1.0p-53;
-            out[i] = (float)(mean + std * (sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2)));
-        }
+        for (int64_t j = 0; j < len; j += NORMAL_PIECE)
+            em_box_muller(len - j < NORMAL_PIECE ? len - j : NORMAL_PIECE, out + j, w + 2 * j, mean, std);
     }
 }
 

@@ -122,3 +122,70 @@ TEST(fastmath_bce_op_matches_reference) {
     em_tensor_release(full);
     em_tensor_release(bcast);
 }
+
+/* ---- Box-Muller --------------------------------------------------------- */
+
+/* the reference expression of em_rng_normal for one word pair */
+static float bm_reference(uint64_t w1, uint64_t w2, float mean, float std) {
+    double u1 = 1.0 - (double)(w1 >> 11) * 0x1.0p-53;
+    double u2 = (double)(w2 >> 11) * 0x1.0p-53;
+    return (float)(mean + std * (sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2)));
+}
+
+/* n values from words: every one bit for bit the reference's; returns the lanes recomputed */
+static int64_t bm_check(const uint64_t *w, int64_t n, float mean, float std, bool *same) {
+    float *out = malloc((size_t)(n ? n : 1) * sizeof *out);
+    int64_t before = em_box_muller_fallbacks();
+    em_box_muller(n, out, w, mean, std);
+    for (int64_t i = 0; i < n; i++) {
+        float want = bm_reference(w[2 * i], w[2 * i + 1], mean, std);
+        if (memcmp(&want, &out[i], sizeof want) != 0) {
+            if (*same) printf("    value %lld (mean %g, std %g): %.9g, expected %.9g\n", (long long)i, mean, std,
+                              out[i], want);
+            *same = false;
+        }
+    }
+    free(out);
+    return em_box_muller_fallbacks() - before;
+}
+
+/* 2^23 generator pairs at four (mean, std): the same floats as glibc's log and cos */
+TEST(fastmath_box_muller_equals_glibc_expression) {
+    enum { N = 1 << 23 };
+    uint64_t *w = malloc(2 * (size_t)N * sizeof *w);
+    em_rng_seed(17);
+    for (int64_t i = 0; i < 2 * (int64_t)N; i++) w[i] = em_rng_u64();
+    bool same = true;
+    float params[4][2] = {{0.0f, 1.0f}, {3.0f, 0.02f}, {-1e-3f, 1e-3f}, {0.5f, 0.0f}};
+    int64_t fallbacks = 0;
+    for (int k = 0; k < 4; k++) fallbacks += bm_check(w, N, params[k][0], params[k][1], &same);
+    CHECK(same);
+    /* recomputing is rare (the bound is ~1e-14 of a value against a float ulp of ~6e-8) */
+    if (em_fastmath_simd()) CHECK(fallbacks < N / 1000);
+    if (getenv("EMBER_TEST_VERBOSE")) printf("    %lld of %d values recomputed\n", (long long)fallbacks, 4 * N);
+    free(w);
+}
+
+/* the awkward words: u1 = 1 (log 0), the smallest u1 (2^-53), u2 beside 0, 1/4, 1/2,
+ * 3/4 (theta beside the zeros of cos and its extremes), at every lane position */
+TEST(fastmath_box_muller_edges) {
+    uint64_t top = ((uint64_t)1 << 53) - 1;
+    uint64_t u1w[] = {0, 1ull << 11, 2ull << 11, top << 11, (top - 1) << 11, 0x123456789abcdefull};
+    uint64_t quarter = (uint64_t)1 << 51; /* u2 = 1/4 as the 53-bit integer */
+    uint64_t u2i[] = {0, 1, quarter - 1, quarter, quarter + 1, 2 * quarter - 1, 2 * quarter, 2 * quarter + 1,
+                      3 * quarter - 1, 3 * quarter, 3 * quarter + 1, top};
+    enum { NU1 = 6, NU2 = 12, N = NU1 * NU2 };
+    uint64_t w[2 * N];
+    int64_t i = 0;
+    for (int a = 0; a < NU1; a++)
+        for (int b = 0; b < NU2; b++, i++) {
+            w[2 * i] = u1w[a];
+            w[2 * i + 1] = u2i[b] << 11 | 0x7ff; /* the low bits are dropped */
+        }
+    bool same = true;
+    for (int off = 0; off < 4; off++) {
+        bm_check(w + 2 * off, N - off, 0.0f, 1.0f, &same);
+        bm_check(w + 2 * off, N - off, 1.0f, 2.0f, &same);
+    }
+    CHECK(same);
+}
