@@ -120,6 +120,27 @@ static float reduce_one(em_reduce_op op, const float *x, int64_t n, int correcti
     }
 }
 
+/* The sum of row m of the permuted layout of a contiguous [A x M x B] block
+ * (the elements (a, m, b) in a-major order, R = A B of them) without building
+ * it: the same additions in the same order as chunked(row, R, 0): CHUNK-long
+ * partial sums, each from 0, added in order. */
+static double sum_middle_row(const float *x, int64_t A, int64_t M, int64_t B, int64_t m) {
+    double total = 0, part = 0;
+    int64_t count = 0;
+    for (int64_t a = 0; a < A; a++) {
+        const float *row = x + (a * M + m) * B;
+        for (int64_t b = 0; b < B; b++) {
+            part += row[b];
+            if (++count == CHUNK) {
+                total += part;
+                part = 0;
+                count = 0;
+            }
+        }
+    }
+    return count ? total + part : total;
+}
+
 /* ---- dims ------------------------------------------------------------ */
 
 /* Fills reduce[d] from a dim list (all dims when ndims == 0). */
@@ -215,9 +236,25 @@ em_tensor *em_reduce(em_reduce_op op, em_tensor *a, int ndims, const int *dims, 
     while (leading < a->ndim && reduce[leading]) leading++;
     bool prefix = true;
     for (int d = leading; d < a->ndim; d++) prefix &= !reduce[d];
+    /* kept dims a middle block between reduced leading and trailing ones (a conv
+     * bias's gradient: [N x C x H x W] over 0, 2, 3) */
+    int mid_end = leading;
+    while (mid_end < a->ndim && !reduce[mid_end]) mid_end++;
+    bool middle = leading > 0 && leading < mid_end && mid_end < a->ndim;
+    for (int d = mid_end; d < a->ndim; d++) middle &= reduce[d];
     if ((op == EM_RED_SUM || op == EM_RED_MEAN) && prefix && leading > 0 && M > 1 &&
         em_tensor_is_contiguous(a)) {
         column_sums(em_tensor_data(a), R, M, o, op == EM_RED_MEAN ? 1.0 / (double)R : 1.0);
+    } else if ((op == EM_RED_SUM || op == EM_RED_MEAN) && middle && em_tensor_is_contiguous(a)) {
+        int64_t A = 1, B = 1;
+        for (int d = 0; d < leading; d++) A *= a->shape[d];
+        for (int d = mid_end; d < a->ndim; d++) B *= a->shape[d];
+        const float *x = em_tensor_data(a);
+#pragma omp parallel for schedule(static) if (M * R > 32768)
+        for (int64_t m = 0; m < M; m++) {
+            double sum = sum_middle_row(x, A, M, B, m);
+            o[m] = op == EM_RED_MEAN ? (R ? (float)(sum / (double)R) : NAN) : (float)sum;
+        }
     } else {
         int64_t m_, r_;
         em_tensor *c = rows_layout(a, reduce, &m_, &r_);

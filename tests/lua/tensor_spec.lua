@@ -411,6 +411,27 @@ describe('joining and indexing', function()
   end)
 end)
 
+describe('sum and mean over leading and trailing dims (a conv bias gradient)', function()
+  -- the direct pass over [A x M x B] adds the same numbers in the same order as the
+  -- permuted copy's row sums: compared bit for bit, across the 65536-element chunks
+  it('equals the sum of the permuted, contiguous tensor bit for bit', function()
+    ember.manual_seed(4)
+    local x = ember.randn(40, 3, 50, 50) * 1000 + 0.001
+    local want = x:permute(2, 1, 3, 4):contiguous():sum({ 2, 3, 4 })
+    local got = x:sum({ 1, 3, 4 })
+    assert.same({ 3 }, got:shape())
+    assert.equal(0, got:ne(want):sum():item())
+    local mean = x:mean({ 1, 3, 4 })
+    assert.equal(0, mean:ne(x:permute(2, 1, 3, 4):contiguous():mean({ 2, 3, 4 })):sum():item())
+    -- several kept dims in the middle, keepdim, and a small case below one chunk
+    local y = ember.randn(5, 2, 3, 7, 4)
+    local yk = y:sum({ 1, 4, 5 }, true)
+    assert.same({ 1, 2, 3, 1, 1 }, yk:shape())
+    assert.equal(0, yk:view(6):ne(y:permute(2, 3, 1, 4, 5):contiguous():view(6, 140):sum(2)):sum():item())
+    assert_values(y:sum({ 1, 4, 5 }), flat(y:sum(1):sum(3):sum(3)), 1e-4)
+  end)
+end)
+
 describe('creation', function()
   it('zeros, ones, full, empty, arange, linspace, eye', function()
     assert_values(ember.zeros(2, 2), { 0, 0, 0, 0 })
