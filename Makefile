@@ -37,7 +37,7 @@ DEB_PACKAGES = build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-openm
                gnuplot-nox dataset-fashion-mnist slurm-wlm munge parallel \
                libopenmpi-dev openmpi-bin
 
-.PHONY: all deps test test-slurm test-parallel run bench bench-peer sanitize clean fuzz data install uninstall
+.PHONY: all deps test test-slurm test-parallel run bench bench-peer profile sanitize clean fuzz data install uninstall
 
 all: deps $(BUILD)/ember $(BUILD)/ember.so
 
@@ -119,6 +119,10 @@ bench: all $(BUILD)/bench_matmul
 # ember against PyTorch (python3-torch, installed here: a benchmark peer only) on B1-B4.
 bench-peer: all $(BUILD)/bench_matmul
 	@sh scripts/bench_peer.sh $(BUILD)
+
+# Where each benchmark model's step goes (perf; a developer's tool, not installed here).
+profile: all
+	@sh scripts/profile_models.sh $(BUILD)
 
 # Where `make data` prepares the datasets (every build directory shares them).
 DATA_DIR = build/data
