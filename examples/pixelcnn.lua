@@ -18,6 +18,7 @@
 --   ember run examples/pixelcnn.lua --set model=gated --out runs/gated-pixelcnn
 --   ember run examples/pixelcnn.lua --set model=gated --set conditional=true   # class rows
 --   ember run examples/pixelcnn.lua --set model=rowlstm --set channels=32 --set layers=2
+--   ember run examples/pixelcnn.lua --set model=diagbilstm --set channels=32 --set layers=1
 --   ember run examples/pixelcnn.lua --set dataset=fashion --set likelihood=categorical
 --   ember run examples/pixelcnn.lua --set model=pixelcnnpp --set likelihood=logistic_mixture \
 --       --set dataset=fashion --set channels=32
@@ -42,8 +43,8 @@ local recipe = {
   name = 'pixelcnn',
   description = 'PixelCNN / Gated PixelCNN: exact NLL, samples, completions, naive vs fast sampling',
   params = {
-    model = {default = 'pixelcnn', type = 'string', choices = {'pixelcnn', 'gated', 'rowlstm', 'pixelcnnpp'},
-             help = 'PixelCNN (masked residual stack), Gated PixelCNN (vertical + horizontal stacks), PixelRNN\'s Row LSTM, or PixelCNN++ (two shifted streams, down/up-sampling, short-cuts; likelihood=logistic_mixture)'},
+    model = {default = 'pixelcnn', type = 'string', choices = {'pixelcnn', 'gated', 'rowlstm', 'diagbilstm', 'pixelcnnpp'},
+             help = 'PixelCNN (masked residual stack), Gated PixelCNN (vertical + horizontal stacks), PixelRNN\'s Row LSTM or Diagonal BiLSTM (naive sampling), or PixelCNN++ (two shifted streams, down/up-sampling, short-cuts; likelihood=logistic_mixture)'},
     dataset = {default = 'mnist', type = 'string', choices = {'mnist', 'fashion'},
                help = 'MNIST digits (8004/1996) or Fashion-MNIST (60000/10000)'},
     likelihood = {default = 'bernoulli', type = 'string', choices = {'bernoulli', 'categorical', 'logistic_mixture'},
@@ -51,7 +52,7 @@ local recipe = {
     nr_mix = {default = 5, type = 'integer', min = 1, help = 'logistics in the mixture (likelihood=logistic_mixture)'},
     channels = {default = 64, type = 'integer', min = 1, help = 'feature maps per layer'},
     blocks = {default = 6, type = 'integer', min = 0, help = 'pixelcnn: residual mask-B blocks'},
-    layers = {default = 8, type = 'integer', min = 1, help = 'gated: gated layers (the first one included); rowlstm: Row LSTM layers'},
+    layers = {default = 8, type = 'integer', min = 1, help = 'gated: gated layers (the first one included); rowlstm, diagbilstm: LSTM layers'},
     first_kernel = {default = 7, type = 'integer', min = 1, help = 'size of the first (mask-A) kernel'},
     kernel = {default = 3, type = 'integer', min = 1, help = 'size of the later kernels'},
     hidden = {default = 64, type = 'integer', min = 1, help = 'channels of the 1x1 layer before the head'},
@@ -104,6 +105,10 @@ local function build_model(p)
   if p.model == 'rowlstm' then
     opts.layers = p.layers
     return ar.RowLSTM(opts)
+  end
+  if p.model == 'diagbilstm' then
+    opts.layers = p.layers
+    return ar.DiagonalBiLSTM(opts)
   end
   opts.blocks = p.blocks
   return ar.PixelCNN(opts)

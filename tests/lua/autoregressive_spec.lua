@@ -1,4 +1,5 @@
--- autoregressive_spec.lua — ember.autoregressive: the PixelCNN family's causality
+-- autoregressive_spec.lua — ember.autoregressive: the PixelCNN family's causality (and
+-- the PixelRNNs': Row LSTM, Diagonal BiLSTM)
 -- (the output at pixel i never depends on input pixels j >= i in raster order), Gated
 -- PixelCNN's missing blind spot, the gated unit's gradient, the row-cached pass equal to
 -- the full one, naive and fast sampling giving the same pixels for a seed, completions
@@ -58,6 +59,12 @@ describe('autoregressive models', function()
     local rowlstm = ar.RowLSTM { channels = 4, layers = 2, hidden = 16, first_kernel = 3 }
     local drow = dependence(function(x) return rowlstm(x) end)
     assert_causal(drow, 'Row LSTM')
+    local diag = ar.DiagonalBiLSTM { channels = 3, layers = 1, hidden = 8, first_kernel = 3 }
+    local ddiag = dependence(function(x) return diag(x) end)
+    assert_causal(ddiag, 'Diagonal BiLSTM')
+    -- no blind spot: (2, 0) sees (0, W-1), far above-right, through the right-to-left LSTM
+    -- shifted down a row; and the pixel just left and the one above
+    assert.is_true(ddiag[2 * W][W - 1] and ddiag[3 * W + 3][3 * W + 2] and ddiag[3 * W + 3][2 * W + 3])
     -- the Row LSTM's triangle: from (4, 3) it sees (3, 2..4) through the state and (4, 2)
     for _, j in ipairs { 3 * W + 2, 3 * W + 3, 3 * W + 4, 4 * W + 2 } do assert.is_true(drow[4 * W + 3][j]) end
     assert_causal(dplain, 'PixelCNN')
@@ -158,6 +165,7 @@ describe('autoregressive models', function()
         ar.PixelCNN { channels = 4, blocks = 2, hidden = 4, likelihood = lik },
         ar.GatedPixelCNN { channels = 4, layers = 2, hidden = 4, likelihood = lik },
         ar.RowLSTM { channels = 3, layers = 2, hidden = 4, likelihood = lik },
+        ar.DiagonalBiLSTM { channels = 3, layers = 2, hidden = 4, likelihood = lik }, -- a pixel sampler
       } do
         ember.manual_seed(21)
         local a = ar.sample(m, 3, { height = 6, width = 5, fast = false })
@@ -214,6 +222,9 @@ describe('autoregressive models', function()
     expect_error(function() ar.GatedPixelCNN { layers = 1.5 } end, 'GatedPixelCNN: layers must be a positive integer, got 1.5')
     expect_error(function() ar.RowLSTM { kernel = 4 } end, 'RowLSTM: kernel must be odd, got 4')
     expect_error(function() ar.RowLSTM { layers = 0 } end, 'RowLSTM: layers must be a positive integer, got 0')
+    expect_error(function() ar.DiagonalBiLSTM { layers = 0 } end, 'DiagonalBiLSTM: layers must be a positive integer, got 0')
+    expect_error(function() ar.DiagonalBiLSTM { likelihood = 'x' } end,
+      "DiagonalBiLSTM: likelihood must be 'bernoulli', 'categorical' or 'logistic_mixture', got x")
     expect_error(function() ar.GatedPixelCNN { classes = -1 } end, 'GatedPixelCNN: classes must be an integer >= 0, got -1')
     expect_error(function() conditional(ember.zeros(1, 1, 4, 4)) end, 'GatedPixelCNN: this model is class-conditional: give the labels y')
     expect_error(function() ar.sample(plain, 0) end, 'autoregressive.sample: n must be a positive integer, got 0')

@@ -26,6 +26,7 @@ local RUNS = {
   gated = {'model=gated', 'layers=3'},
   conditional = {'model=gated', 'layers=2', 'conditional=true', 'n_samples=10'},
   rowlstm = {'model=rowlstm', 'layers=1'},
+  diagbilstm = {'model=diagbilstm', 'layers=1', 'speed_check=1'},
   categorical = {'dataset=fashion', 'likelihood=categorical', 'blocks=1'},
   mixture = {'dataset=fashion', 'likelihood=logistic_mixture', 'blocks=1', 'nr_mix=2'},
   pixelcnnpp = {'model=pixelcnnpp', 'dataset=fashion', 'likelihood=logistic_mixture', 'stages=2', 'nr_mix=2',
@@ -67,7 +68,8 @@ end
 describe('examples/pixelcnn.lua', function()
   teardown(function() os.execute('rm -rf ' .. q(base)) end)
 
-  for _, key in ipairs {'pixelcnn', 'gated', 'conditional', 'rowlstm', 'categorical', 'mixture', 'pixelcnnpp'} do
+  for _, key in ipairs {'pixelcnn', 'gated', 'conditional', 'rowlstm', 'diagbilstm', 'categorical', 'mixture',
+                        'pixelcnnpp'} do
     it(key .. ': one epoch into a complete run folder, a test NLL below the untrained one, pictures', function()
       local res, dir = ensure_run(key)
       assert.are.equal(0, res.code, res.out)

@@ -345,6 +345,144 @@ function RowLSTM:row_sampler(n, height, width)
   }
 end
 
+-- ---- PixelRNN: Diagonal BiLSTM -----------------------------------------------------------
+
+local DiagonalBiLSTM = nn.Module:extend('DiagonalBiLSTM')
+M.DiagonalBiLSTM = DiagonalBiLSTM
+
+--- DiagonalBiLSTM{channels=32, layers=2, first_kernel=7, hidden=64, likelihood='bernoulli',
+---                nr_mix=5}: PixelRNN's Diagonal BiLSTM (van den Oord et al. 2016). A
+--- mask-A conv, then `layers` layers of two diagonal LSTMs: each skews its input (row r
+--- shifted right by r, so a diagonal of the image becomes a column) and runs the fused
+--- cell along the columns, its gates the input-to-state 1x1 conv (mask B) plus a [2 x 1]
+--- state-to-state conv of the previous column (the state of the pixel to the left and of
+--- the one above), then unskews. The second LSTM scans the mirrored image (right to left)
+--- and its output is shifted down one row, so that a pixel sees the whole rows above it;
+--- a residual connection around each layer; relu, 1x1 (hidden), relu, 1x1 (the head).
+--- Its row sampler steps one cell per layer per pixel (see row_sampler).
+function DiagonalBiLSTM:init(opts)
+  opts = opts or {}
+  local fn = 'DiagonalBiLSTM'
+  local ch, k1, _, hidden = common_options(self, fn, opts, 32)
+  local layers = check_positive_int(fn, 'layers', opts.layers or 2)
+  self.channels = ch
+  self.first = nn.MaskedConv2d(1, ch, k1, { mask = 'A' })
+  self.is, self.ss = nn.Sequential(), nn.Sequential() -- per layer: left-to-right, right-to-left
+  for _ = 1, 2 * layers do
+    self.is:add(nn.MaskedConv2d(ch, 4 * ch, 1, { mask = 'B' }))
+    self.ss:add(nn.Conv2d(ch, 4 * ch, { 2, 1 }, { padding = { 1, 0 }, bias = false }))
+  end
+  add_head(self, ch, hidden)
+end
+
+-- skew [N x C x H x W] -> [N x C x H x (W + H - 1)]: out[r][r + c] = x[r][c], zeros
+-- elsewhere (rows padded to W + H and read back with a stride one shorter)
+local function skew(x)
+  local n, c, h, w = table.unpack(x:size())
+  local padded = ember.cat({ x, ember.zeros(n, c, h, h) }, 4):reshape(n, c, h * (w + h))
+  return padded:narrow(3, 1, h * (w + h - 1)):reshape(n, c, h, w + h - 1)
+end
+
+-- unskew [N x C x H x L] -> [N x C x H x W], W = L - H + 1: out[r][c] = s[r][r + c]
+-- (rows read with a stride one longer)
+local function unskew(s)
+  local n, c, h, l = table.unpack(s:size())
+  local flat = ember.cat({ s:reshape(n, c, h * l), ember.zeros(n, c, h) }, 3)
+  return flat:reshape(n, c, h, l + 1):narrow(4, 1, l - h + 1)
+end
+
+-- One cell of a diagonal LSTM at one pixel: gates gin [N x 4C x 1 x 1] (its input-to-state
+-- conv there) plus the state-to-state conv of the states above and to the left [N x C x 1 x
+-- 1] (row 2 of its padded output: the taps of rows r-1 and r, as in diagonal_lstm's column
+-- conv), c_left [N x C] -> h [N x C x 1 x 1], c [N x C].
+local function diagonal_cell(ss, gin, h_above, h_left, c_left)
+  local n, g4 = gin:size(1), gin:size(2)
+  local g = gin + ss(ember.cat({ h_above, h_left }, 3)):narrow(3, 2, 1)
+  local hc = ember.lstm_pointwise(g:permute(1, 3, 4, 2):reshape(n, g4), c_left)
+  return hc:select(1, 1):reshape(n, 1, 1, g4 // 4):permute(1, 4, 2, 3), hc:select(1, 2)
+end
+
+-- One diagonal LSTM over x [N x C x H x W] (is, ss: its convolutions) -> h [N x C x H x W].
+local function diagonal_lstm(x, is, ss, ch)
+  local n, _, height = table.unpack(x:size())
+  local gates = skew(is(x)) -- [N x 4C x H x L]
+  local h, c = ember.zeros(n, ch, height, 1), ember.zeros(n * height, ch)
+  local cols = {}
+  for col = 1, gates:size(4) do
+    local g = gates:narrow(4, col, 1) + ss(h):narrow(3, 1, height) -- rows r-1, r of the last column
+    local hc = ember.lstm_pointwise(g:permute(1, 3, 4, 2):reshape(n * height, 4 * ch), c)
+    h = hc:select(1, 1):reshape(n, height, 1, ch):permute(1, 4, 2, 3)
+    c = hc:select(1, 2)
+    cols[col] = h
+  end
+  return unskew(ember.cat(cols, 4))
+end
+
+local function mirror(x)
+  local w = x:size(4)
+  local idx = {}
+  for i = 1, w do idx[i] = w + 1 - i end
+  return x:index_select(4, idx)
+end
+
+function DiagonalBiLSTM:forward(x)
+  local inp = self.first(x)
+  for l = 1, #self.is // 2 do
+    local left = diagonal_lstm(inp, self.is[2 * l - 1], self.ss[2 * l - 1], self.channels)
+    local right = mirror(diagonal_lstm(mirror(inp), self.is[2 * l], self.ss[2 * l], self.channels))
+    inp = inp + left + M.shift_down(right)
+  end
+  return head(self, inp)
+end
+
+--- model:row_sampler(n, H, W) -> :pixel(x, r, c) steps each layer's left-to-right cell at
+--- (r, c) alone: the states above (row r-1, kept by :finish_row) and to the left (the
+--- previous call's, which the pixel just drawn cannot change: a state at (r, c) sees the
+--- pixels before (r, c) only) with the right-to-left LSTM's output of row r-1;
+--- :finish_row(x, r) runs both LSTMs along the finished row r and keeps their states.
+function DiagonalBiLSTM:row_sampler(n, height, width)
+  local cache = { height = height }
+  local model, ch, layers = self, self.channels, #self.is // 2
+  local zero_h, zero_c = ember.zeros(n, ch, 1, 1), ember.zeros(n, ch)
+  local left_above, right_above, right_out, running = {}, {}, {}, {}
+  for l = 1, layers do
+    left_above[l], right_above[l] = {}, {}
+    for j = 1, width do left_above[l][j], right_above[l][j] = zero_h, zero_h end
+    right_out[l] = ember.zeros(n, ch, 1, width)
+  end
+  -- one LSTM along a row: gates [N x 4C x 1 x W], the row above's states -> the row's states
+  local function along(ss, gates, above)
+    local hs, h, c = {}, zero_h, zero_c
+    for j = 1, width do
+      h, c = diagonal_cell(ss, gates:narrow(4, j, 1), above[j], h, c)
+      hs[j] = h
+    end
+    return hs
+  end
+  local function finish_row(_, x, r)
+    local inp = row_conv(cache, model.first, x:narrow(3, r + 1, 1), r)
+    for l = 1, layers do
+      local hs = along(model.ss[2 * l - 1], model.is[2 * l - 1](inp), left_above[l])
+      local rs = along(model.ss[2 * l], model.is[2 * l](mirror(inp)), right_above[l])
+      local next_inp = inp + ember.cat(hs, 4) + right_out[l]
+      left_above[l], right_above[l], right_out[l] = hs, rs, mirror(ember.cat(rs, 4))
+      inp = next_inp
+    end
+  end
+  local function pixel(_, x, r, c)
+    if c == 0 then for l = 1, layers do running[l] = { zero_h, zero_c } end end
+    local inp = row_conv(cache, model.first, x:narrow(3, r + 1, 1), r):narrow(4, c + 1, 1)
+    for l = 1, layers do
+      local h, cc = diagonal_cell(model.ss[2 * l - 1], model.is[2 * l - 1](inp), left_above[l][c + 1],
+                                  running[l][1], running[l][2])
+      running[l] = { h, cc }
+      inp = inp + h + right_out[l]:narrow(4, c + 1, 1)
+    end
+    return head(model, inp)
+  end
+  return { pixel = pixel, finish_row = finish_row }
+end
+
 -- ---- PixelCNN++ ----------------------------------------------------------------------------
 -- Salimans et al. 2017: two streams, u (sees the rows above) and ul (the rows above and
 -- the pixels to the left), gated residual blocks on concat_elu, down-sampling by stride-2
@@ -553,6 +691,8 @@ end
 --- whose rows < from_row are kept: completions), from_row (0-based first row sampled;
 --- default 0). Runs without recording gradients; the model is put in eval mode. A model
 --- without a row sampler (PixelCNNpp: its down/up-sampling mixes rows) is sampled naively.
+--- A row sampler gives :finish_row(x, r) and either :row(x, r) (the head's output for row r)
+--- or :pixel(x, r, c) (for pixel (r, c) alone, called for c = 0, 1, .. in turn).
 function M.sample(model, n, opts)
   opts = opts or {}
   check_positive_int('autoregressive.sample', 'n', n)
@@ -578,7 +718,7 @@ function M.sample(model, n, opts)
       for c = 0, W - 1 do
         local out
         if sampler then
-          out = sampler:row(x, r):narrow(4, c + 1, 1)
+          out = sampler.pixel and sampler:pixel(x, r, c) or sampler:row(x, r):narrow(4, c + 1, 1)
         else
           out = model:forward(x, y):narrow(3, r + 1, 1):narrow(4, c + 1, 1)
         end
