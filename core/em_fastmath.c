@@ -1,5 +1,8 @@
-/* em_fastmath.c — log(1 + exp(-|x|)) (BCE-with-logits' softplus term) by
- * polynomials in double precision: a scalar loop of fma() and an AVX2+FMA
+/* em_fastmath.c — polynomial kernels with an AVX2+FMA loop chosen at run time:
+ * BCE-with-logits' softplus term (below) and the Box-Muller transform (the
+ * second half of the file, bit for bit glibc's).
+ *
+ * log(1 + exp(-|x|)) by polynomials in double precision: a scalar loop of fma() and an AVX2+FMA
  * loop (4 doubles a vector) doing the same operations in the same order, so
  * both give the same bits; the float result is within 0.52 ulp (tested: 1).
  *
