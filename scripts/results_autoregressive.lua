@@ -19,9 +19,11 @@ local RUNS = {
   {name = 'pixelcnn-b5', what = 'PixelCNN (B5)'},
   {name = 'gated-pixelcnn', what = 'Gated PixelCNN'},
   {name = 'gated-pixelcnn-cond', what = 'Gated PixelCNN, class-conditional (NLL of x given its label)'},
+  {name = 'gated-pixelcnn-cond-l12', what = 'Gated PixelCNN, class-conditional, 12 layers'},
   {name = 'rowlstm', what = 'PixelRNN, Row LSTM'},
   {name = 'pixelcnn-fashion-256', what = 'PixelCNN, 256-way softmax'},
   {name = 'pixelcnnpp-fashion', what = 'PixelCNN++ likelihood (logistic mixture)'},
+  {name = 'gated-pixelcnn-fashion-cond', what = 'Gated PixelCNN, class-conditional, 256-way softmax'},
 }
 
 local function fmt(v, digits)
@@ -49,9 +51,11 @@ local function figures(cfg, m, rows, dir)
   else
     text = ('**%s** bits/dim (NLL %s nats)'):format(fmt(m.test_bits_per_dim, 3), fmt(m.test_nll, 1))
   end
-  local marks = {}
-  for _, e in ipairs {1, 5, 10} do if by_epoch[e] then marks[#marks + 1] = fmt(by_epoch[e], 1) end end
-  if #marks > 1 then text = text .. '; after epoch 1 / 5 / 10: ' .. table.concat(marks, ' / ') end
+  local marks, at = {}, {}
+  for _, e in ipairs {1, 5, 10, 20} do
+    if by_epoch[e] then marks[#marks + 1], at[#at + 1] = fmt(by_epoch[e], 1), tostring(e) end
+  end
+  if #marks > 1 then text = text .. ('; after epoch %s: %s'):format(table.concat(at, ' / '), table.concat(marks, ' / ')) end
   local s = files.read_lua(dir .. '/samples/sampling.lua')
   if type(s) == 'table' and s.check_images then
     text = text .. ('; sampling %d images: fast %s s, naive %s s (**%sx**), %d of %d pixels the same')
