@@ -396,10 +396,7 @@ end
 -- 1] (row 2 of its padded output: the taps of rows r-1 and r, as in diagonal_lstm's column
 -- conv), c_left [N x C] -> h [N x C x 1 x 1], c [N x C].
 local function diagonal_cell(ss, gin, h_above, h_left, c_left)
-  local n, g4 = gin:size(1), gin:size(2)
-  local g = gin + ss(ember.cat({ h_above, h_left }, 3)):narrow(3, 2, 1)
-  local hc = ember.lstm_pointwise(g:permute(1, 3, 4, 2):reshape(n, g4), c_left)
-  return hc:select(1, 1):reshape(n, 1, 1, g4 // 4):permute(1, 4, 2, 3), hc:select(1, 2)
+  return row_cell(gin + ss(ember.cat({ h_above, h_left }, 3)):narrow(3, 2, 1), c_left)
 end
 
 -- One diagonal LSTM over x [N x C x H x W] (is, ss: its convolutions) -> h [N x C x H x W].
@@ -410,9 +407,8 @@ local function diagonal_lstm(x, is, ss, ch)
   local cols = {}
   for col = 1, gates:size(4) do
     local g = gates:narrow(4, col, 1) + ss(h):narrow(3, 1, height) -- rows r-1, r of the last column
-    local hc = ember.lstm_pointwise(g:permute(1, 3, 4, 2):reshape(n * height, 4 * ch), c)
-    h = hc:select(1, 1):reshape(n, height, 1, ch):permute(1, 4, 2, 3)
-    c = hc:select(1, 2)
+    h, c = row_cell(g:transpose(3, 4), c) -- the column as a row: cells (n, r), as row_cell orders them
+    h = h:transpose(3, 4)
     cols[col] = h
   end
   return unskew(ember.cat(cols, 4))
