@@ -143,10 +143,14 @@ void em_fast_bce_with_logits(int64_t n, float *out, const float *x, const float 
 #define LN2_LO_D 1.90821492927058770002e-10
 #define SQRT2 1.4142135623730951
 
-static float box_muller_reference(uint64_t w1, uint64_t w2, float mean, float std) {
+double em_box_muller_z(uint64_t w1, uint64_t w2) {
     double u1 = 1.0 - (double)(w1 >> 11) * 0x1.0p-53;
     double u2 = (double)(w2 >> 11) * 0x1.0p-53;
-    return (float)(mean + std * (sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2)));
+    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+static float box_muller_reference(uint64_t w1, uint64_t w2, float mean, float std) {
+    return (float)(mean + std * em_box_muller_z(w1, w2));
 }
 
 static _Thread_local int64_t bm_fallbacks;

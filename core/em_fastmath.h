@@ -29,6 +29,8 @@ void em_fast_bce_with_logits(int64_t n, float *out, const float *x, const float 
  * a lane only when the value's error bound cannot reach a float rounding
  * boundary, recomputing the rare others (about 1 in 10^7) by the expression. */
 void em_box_muller(int64_t n, float *out, const uint64_t *words, float mean, float std);
+/* the reference's N(0, 1) value in double, glibc's log and cos: em_rng_normal's */
+double em_box_muller_z(uint64_t w1, uint64_t w2);
 /* the lanes the last em_box_muller calls on this thread recomputed (tests) */
 int64_t em_box_muller_fallbacks(void);
 

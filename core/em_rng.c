@@ -54,9 +54,9 @@ double em_rng_uniform(void) { return (double)(em_rng_u64() >> 11) * 0x1.0p-53; }
 
 double em_rng_normal(void) {
     /* Box-Muller on (0,1] x [0,1): one value per call keeps the state simple. */
-    double u1 = 1.0 - em_rng_uniform();
-    double u2 = em_rng_uniform();
-    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+    uint64_t w1 = em_rng_u64();
+    uint64_t w2 = em_rng_u64();
+    return em_box_muller_z(w1, w2);
 }
 
 uint64_t em_rng_below(uint64_t n) {
@@ -162,10 +162,6 @@ int em_uniform_(em_tensor *t, float lo, float hi) {
 #define NORMAL_BLOCK 8192
 #define NORMAL_PIECE 512 /* values per task of the parallel loop */
 static void fill_normal(float *d, int64_t n, float mean, float std) {
-    if (n < 4096) {
-        for (int64_t i = 0; i < n; i++) d[i] = (float)(mean + std * em_rng_normal());
-        return;
-    }
     static _Thread_local uint64_t words[2 * NORMAL_BLOCK];
     for (int64_t b0 = 0; b0 < n; b0 += NORMAL_BLOCK) {
         int64_t len = n - b0 < NORMAL_BLOCK ? n - b0 : NORMAL_BLOCK;
@@ -174,7 +170,7 @@ static void fill_normal(float *d, int64_t n, float mean, float std) {
         uint64_t *w = words;
         fill_words(w, 2 * len);
         float *out = d + b0;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (len >= 4096)
         for (int64_t j = 0; j < len; j += NORMAL_PIECE)
             em_box_muller(len - j < NORMAL_PIECE ? len - j : NORMAL_PIECE, out + j, w + 2 * j, mean, std);
     }
