@@ -1160,7 +1160,12 @@ function M.run(opts)
       local ok_loop, loop_err = pcall(function()
         while coroutine.status(loop) ~= 'dead' do
           local ok_co, co_err = coroutine.resume(loop)
-          if not ok_co then error(debug.traceback(loop, tostring(co_err)), 0) end
+          if not ok_co then
+            -- an interrupt raised inside the loop (the data loader's poll) stays one: with a
+            -- traceback appended is_interrupt would not know it, and no checkpoint was saved
+            if is_interrupt(co_err) then error(co_err, 0) end
+            error(debug.traceback(loop, tostring(co_err)), 0)
+          end
           if parallel then dist.poll_interrupt() end
         end
       end)
