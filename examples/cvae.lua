@@ -33,7 +33,7 @@
 --   ember run examples/cvae.lua --preset readme --out runs/cvae-mix-e60   # the README's 86.5%
 --   ember run examples/cvae.lua --set class=8 --set n_samples=64 --out runs/cvae-bags
 --   ember run examples/cvae.lua --set dataset=mnist --set likelihood=bernoulli --set epochs=50
---   ember scripts/cvae_check.lua runs/cvae runs/classifier-tuned   # does a classifier agree?
+--   ember scripts/class_check.lua runs/cvae runs/classifier-tuned   # does a classifier agree?
 --
 -- Each epoch reports the test negative ELBO (a bound on -log p(x|y)) in nats per image
 -- with its parts, and the last epoch the IWAE bound test_iwae_nll (iw_k samples per image).

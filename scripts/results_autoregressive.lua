@@ -7,7 +7,8 @@
 -- For each run named below it reads RUNS_DIR/<run>/config.lua, result.lua, metrics.csv
 -- (NLL per epoch, seconds per epoch, step times) and samples/sampling.lua (written by the
 -- recipe's sample: seconds of the fast and the naive sampler on the same seed and how
--- many pixels they agree on), and prints one Markdown row with the command that makes
+-- many pixels they agree on) and, for class-conditional runs judged by a classifier,
+-- class_check.lua (scripts/class_check.lua), and prints one Markdown row with the command that makes
 -- the run. Missing runs print as such.
 local recipe = require 'ember.recipe'
 local files = recipe.files
@@ -24,6 +25,7 @@ local RUNS = {
   {name = 'pixelcnn-fashion-256', what = 'PixelCNN, 256-way softmax'},
   {name = 'pixelcnnpp-fashion', what = 'PixelCNN++ likelihood (logistic mixture)'},
   {name = 'gated-pixelcnn-fashion-cond', what = 'Gated PixelCNN, class-conditional, 256-way softmax'},
+  {name = 'gated-fashion-cond-dmol-l12', what = 'Gated PixelCNN, class-conditional, 12 layers, logistic mixture'},
 }
 
 local function fmt(v, digits)
@@ -61,6 +63,13 @@ local function figures(cfg, m, rows, dir)
     text = text .. ('; sampling %d images: fast %s s, naive %s s (**%sx**), %d of %d pixels the same')
       :format(s.check_images, fmt(s.check_fast_seconds, 1), fmt(s.check_naive_seconds, 1), fmt(s.speedup, 1),
               s.same_pixels, s.pixels)
+  end
+  -- a class-conditional run judged by a classifier (scripts/class_check.lua)
+  local check = files.read_lua(dir .. '/class_check.lua')
+  if type(check) == 'table' and check.agreement then
+    text = text .. ('; the classifier run `%s` labels **%s%%** of %d samples as the class asked for (its test accuracy %s%%)')
+      :format(tostring(check.classifier):match('[^/]+$'), fmt(100 * check.agreement, 1), check.per_class * 10,
+              fmt(100 * check.classifier_test_acc, 1))
   end
   return text
 end

@@ -1,7 +1,7 @@
 -- Specs for the autoencoder family: examples/{autoencoder, denoising_autoencoder, vae,
 -- cvae}.lua each train one epoch on 512 images through `ember run` (EMBER_BIN), leave a
 -- complete run folder with finite metrics that beat the untrained model, load back with
--- ember.latent.load_run, and feed scripts/ae_vs_vae.lua and scripts/cvae_check.lua.
+-- ember.latent.load_run, and feed scripts/ae_vs_vae.lua and scripts/class_check.lua.
 -- Bad params and script arguments fail with messages.
 local ember = require 'ember'
 local recipe = require 'ember.recipe'
@@ -197,7 +197,7 @@ describe('autoencoder recipes', function()
     assert.truthy(usage:find('usage: ember scripts/ae_vs_vae.lua AE_RUN VAE_RUN OUT.png', 1, true))
   end)
 
-  it('scripts/cvae_check.lua prints the share of samples a classifier labels as asked', function()
+  it('scripts/class_check.lua prints the share of samples a classifier labels as asked', function()
     if not exists(ROOT .. '/examples/classifier.lua') then
       pending('examples/classifier.lua is not there yet')
       return
@@ -207,18 +207,18 @@ describe('autoencoder recipes', function()
     local out, code = sh(q(EMBER) .. ' run ' .. q(ROOT .. '/examples/classifier.lua') .. ' --out ' .. q(cls_dir) ..
                          ' --threads 1 --set train_size=512 --set test_size=128 --set epochs=1')
     assert.are.equal(0, code, out)
-    out, code = sh(q(EMBER) .. ' ' .. q(ROOT .. '/scripts/cvae_check.lua') .. ' ' .. q(cvae_dir) .. ' ' ..
+    out, code = sh(q(EMBER) .. ' ' .. q(ROOT .. '/scripts/class_check.lua') .. ' ' .. q(cvae_dir) .. ' ' ..
                    q(cls_dir) .. ' 5')
     assert.are.equal(0, code, out)
     local share = tonumber(out:match('CVAE samples labelled as the class asked for: ([%d.]+)%% of 50'))
     assert.is_truthy(share, out)
     local saved = recipe.files.read_lua(cvae_dir .. '/cvae_check.lua')
     assert.is_true(math.abs(saved.agreement * 100 - share) < 0.051)
-    local bad, bad_code = sh(q(EMBER) .. ' ' .. q(ROOT .. '/scripts/cvae_check.lua') .. ' ' .. q(cvae_dir) .. ' ' ..
+    local bad, bad_code = sh(q(EMBER) .. ' ' .. q(ROOT .. '/scripts/class_check.lua') .. ' ' .. q(cvae_dir) .. ' ' ..
                              q(base .. '/nowhere'))
     assert.are.equal(2, bad_code)
     assert.truthy(bad:find('has no checkpoint', 1, true), bad)
-    bad, bad_code = sh(q(EMBER) .. ' ' .. q(ROOT .. '/scripts/cvae_check.lua') .. ' ' .. q(cvae_dir) .. ' ' ..
+    bad, bad_code = sh(q(EMBER) .. ' ' .. q(ROOT .. '/scripts/class_check.lua') .. ' ' .. q(cvae_dir) .. ' ' ..
                        q(cls_dir) .. ' 5 1 0')
     assert.are.equal(2, bad_code)
     assert.truthy(bad:find('TEMPERATURE must be a number > 0, got 0', 1, true), bad)
