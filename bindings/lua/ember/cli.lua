@@ -35,13 +35,14 @@ config.lua, metrics.csv, log, checkpoint, result.lua, recipe.lua (a copy) and sa
 Ctrl-C, or SIGTERM (kill, a cluster job's time limit), saves a checkpoint and exits
 with status 130.]],
   sample = [[
-usage: ember sample DIR [--n N] [--out PATH] [--seed N] [--allow-changed-recipe]
+usage: ember sample DIR [--n N] [--out PATH] [--seed N] [--threads N] [--allow-changed-recipe]
 
 Draws new samples from a finished or interrupted run with the recipe's sample function.
   --n N        how many samples (default: the run's n_samples param, else 64)
   --out PATH   a folder, or a file name (e.g. grid.png) when the recipe writes one picture;
                default DIR/samples/<time>/
   --seed N     seed for the samples (default: the clock)
+  --threads N  threads for sampling (default: the run's)
   --allow-changed-recipe
                sample even though the recipe file changed since the run started (refused
                otherwise); a warning, noted in DIR/log; DIR/recipe.lua stays as trained]],
@@ -86,7 +87,7 @@ local OPTIONS = {
          ['--threads'] = 'integer', ['--resume'] = 'value', ['--allow-changed-recipe'] = 'flag',
          ['--nproc'] = 'integer',
          ['--help'] = 'flag', ['-h'] = 'flag'},
-  sample = {['--n'] = 'integer', ['--out'] = 'value', ['--seed'] = 'integer0',
+  sample = {['--n'] = 'integer', ['--out'] = 'value', ['--seed'] = 'integer0', ['--threads'] = 'integer',
             ['--allow-changed-recipe'] = 'flag', ['--help'] = 'flag', ['-h'] = 'flag'},
   sweep = {['--grid'] = 'list', ['--random'] = 'integer', ['--set'] = 'list', ['--preset'] = 'value',
            ['--seeds'] = 'value',
@@ -219,7 +220,7 @@ local function cmd_sample(args)
   local opts, pos = M.parse('sample', args)
   if opts.help then print(USAGE.sample) return 0 end
   if #pos ~= 1 then recipe.usage_error('expected one run folder (see ember sample --help)') end
-  return recipe.sample{dir = pos[1], n = opts.n, out = opts.out, seed = opts.seed,
+  return recipe.sample{dir = pos[1], n = opts.n, out = opts.out, seed = opts.seed, threads = opts.threads,
                        allow_changed_recipe = opts.allow_changed_recipe}
 end
 

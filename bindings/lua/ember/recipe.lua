@@ -1267,8 +1267,15 @@ function M.run(opts)
   return 1
 end
 
+-- "N thread(s)" the sampling ran with
+local function threads_text()
+  local t = ember.get_num_threads and ember.get_num_threads() or 1
+  return t == 1 and '1 thread' or (t .. ' threads')
+end
+
 --- sample(opts) -> exit status. opts: dir (a run folder), n, out (a folder, or a file
---- name with an extension when the recipe writes one picture), seed, allow_changed_recipe.
+--- name with an extension when the recipe writes one picture), seed, threads (default:
+--- the run's), allow_changed_recipe.
 function M.sample(opts)
   local dir = opts.dir and opts.dir:gsub('/+$', '')
   if not dir then M.usage_error('missing the run folder (ember sample DIR)') end
@@ -1288,7 +1295,7 @@ function M.sample(opts)
     M.usage_error('%s has no checkpoint yet (the run stopped before its first save)', dir)
   end
   local params = check_saved_params(r, cfg.params or {}, dir)
-  if ember.set_num_threads then ember.set_num_threads(cfg.threads or 1) end
+  if ember.set_num_threads then ember.set_num_threads(opts.threads or cfg.threads or 1) end
   ember.manual_seed(cfg.seed or 1)
   local state = r.build(params)
   local saved = load_checkpoint(ckpt_path)
@@ -1332,10 +1339,11 @@ function M.sample(opts)
     local okmv = os.execute('mv ' .. files.quote(out_dir .. '/' .. written[1]) .. ' ' .. files.quote(out))
     os.execute('rm -rf ' .. files.quote(out_dir))
     if not okmv then error('cannot move the sample to ' .. out, 0) end
-    print(string.format('wrote %s (%d samples from %s, epoch %d)', out, n, dir, saved.progress.epoch))
+    print(string.format('wrote %s (%d samples from %s, epoch %d, %s)', out, n, dir, saved.progress.epoch,
+                        threads_text()))
   else
-    print(string.format('wrote %d file(s) in %s (%d samples from %s, epoch %d)', #written, out_dir, n,
-                        dir, saved.progress.epoch))
+    print(string.format('wrote %d file(s) in %s (%d samples from %s, epoch %d, %s)', #written, out_dir, n,
+                        dir, saved.progress.epoch, threads_text()))
   end
   return 0
 end
