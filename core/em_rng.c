@@ -2,6 +2,7 @@
 #include "em_rng.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -41,16 +42,44 @@ static inline uint64_t next_word(uint64_t *s) {
 
 uint64_t em_rng_u64(void) { return next_word(rng_state); }
 
-/* n words into w, as n em_rng_u64() calls (the state kept in registers meanwhile:
- * em_rng_u64 is not inlined into a -fPIC library's loops) */
-static void fill_words(uint64_t *w, int64_t n) {
-    uint64_t s[EM_RNG_STATE_WORDS];
-    memcpy(s, rng_state, sizeof s);
-    for (int64_t i = 0; i < n; i++) w[i] = next_word(s);
-    memcpy(rng_state, s, sizeof s);
-}
+static inline double uniform_of(uint64_t w) { return (double)(w >> 11) * 0x1.0p-53; }
 
-double em_rng_uniform(void) { return (double)(em_rng_u64() >> 11) * 0x1.0p-53; }
+double em_rng_uniform(void) { return uniform_of(em_rng_u64()); }
+
+/* Calls fn(ctx, state, first, count) over [0, n) items of words_per_item words
+ * each, where state is the generator as it would be after first * words_per_item
+ * sequential words; fn draws its items' words from it in order. Afterwards the
+ * global state is where n * words_per_item sequential draws leave it. With at least
+ * parallel_min items and 2 threads the items are split into one stretch per thread
+ * (a jump costs about as much as drawing 10k words: 12 us); the numbers do not
+ * depend on the split. */
+typedef void (*stretch_fn)(void *ctx, uint64_t *state, int64_t first, int64_t count);
+#define WORDS_PARALLEL_MIN 32768 /* one-word draws (uniform, bernoulli) */
+#define NORMAL_PARALLEL_MIN 8192 /* normals: two words and Box-Muller each */
+static void draw_stretches(int64_t n, int words_per_item, int64_t parallel_min, stretch_fn fn,
+                           void *ctx) {
+    int threads = em_get_num_threads();
+    if (n < parallel_min || threads < 2 || omp_in_parallel()) {
+        uint64_t s[EM_RNG_STATE_WORDS];
+        memcpy(s, rng_state, sizeof s);
+        fn(ctx, s, 0, n);
+        memcpy(rng_state, s, sizeof s);
+        return;
+    }
+    uint64_t start[EM_RNG_STATE_WORDS], end[EM_RNG_STATE_WORDS];
+    memcpy(start, rng_state, sizeof start);
+#pragma omp parallel num_threads(threads)
+    {
+        int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        int64_t a = n * t / nt, b = n * (t + 1) / nt;
+        uint64_t s[EM_RNG_STATE_WORDS];
+        memcpy(s, start, sizeof s);
+        em_rng_jump(s, (uint64_t)a * (uint64_t)words_per_item);
+        fn(ctx, s, a, b - a);
+        if (t == nt - 1) memcpy(end, s, sizeof end);
+    }
+    memcpy(rng_state, end, sizeof end);
+}
 
 double em_rng_normal(void) {
     /* Box-Muller on (0,1] x [0,1): one value per call keeps the state simple. */
@@ -123,11 +152,21 @@ static em_tensor *own_rows(em_tensor *full, int ndim, const int64_t *shape) {
     return t;
 }
 
-/* A float from [lo, hi): a double draw within 2^-25 of the top rounds to hi
- * itself as a float, so that case steps back to the float below hi. */
-static float uniform_float(float lo, float hi) {
-    float v = (float)(lo + (hi - lo) * em_rng_uniform());
+/* A float from [lo, hi) of one word: a double draw within 2^-25 of the top rounds to
+ * hi itself as a float, so that case steps back to the float below hi. */
+static inline float uniform_float(uint64_t w, float lo, float hi) {
+    float v = (float)(lo + (hi - lo) * uniform_of(w));
     return (v < hi || lo == hi) ? v : nextafterf(hi, lo);
+}
+
+typedef struct {
+    float *d;
+    float lo, hi;
+} uniform_fill;
+
+static void uniform_stretch(void *ctx, uint64_t *s, int64_t first, int64_t count) {
+    const uniform_fill *f = ctx;
+    for (int64_t i = first; i < first + count; i++) f->d[i] = uniform_float(next_word(s), f->lo, f->hi);
 }
 
 static em_tensor *uniform_tensor(int ndim, const int64_t *shape, float lo, float hi) {
@@ -138,8 +177,8 @@ static em_tensor *uniform_tensor(int ndim, const int64_t *shape, float lo, float
     }
     em_tensor *c = em_tensor_empty(ndim, shape);
     if (!c) return NULL;
-    float *d = c->storage->data;
-    for (int64_t i = 0; i < c->numel; i++) d[i] = uniform_float(lo, hi);
+    uniform_fill f = {c->storage->data, lo, hi};
+    draw_stretches(c->numel, 1, WORDS_PARALLEL_MIN, uniform_stretch, &f);
     return c;
 }
 
@@ -154,26 +193,30 @@ int em_uniform_(em_tensor *t, float lo, float hi) {
 }
 
 /* n draws of mean + std * N(0, 1) into d, the same numbers as n sequential
- * em_rng_normal() calls: the generator's words are drawn in order (cheap),
- * and Box-Muller's log/sqrt/cos runs over blocks of them in parallel by
+ * em_rng_normal() calls: each thread draws its stretch's words in order from a
+ * jumped state, and Box-Muller's log/sqrt/cos runs over batches of them by
  * em_box_muller (em_fastmath.c: its own vectorized log and cos where the
  * float result provably equals glibc's, glibc's expression elsewhere), so the
  * result depends neither on the thread count nor on the CPU. */
-#define NORMAL_BLOCK 8192
-#define NORMAL_PIECE 512 /* values per task of the parallel loop */
-static void fill_normal(float *d, int64_t n, float mean, float std) {
-    static _Thread_local uint64_t words[2 * NORMAL_BLOCK];
-    for (int64_t b0 = 0; b0 < n; b0 += NORMAL_BLOCK) {
-        int64_t len = n - b0 < NORMAL_BLOCK ? n - b0 : NORMAL_BLOCK;
-        /* the caller's thread's buffer, shared with the team (words itself
-         * would name each thread's own copy) */
-        uint64_t *w = words;
-        fill_words(w, 2 * len);
-        float *out = d + b0;
-#pragma omp parallel for schedule(static) if (len >= 4096)
-        for (int64_t j = 0; j < len; j += NORMAL_PIECE)
-            em_box_muller(len - j < NORMAL_PIECE ? len - j : NORMAL_PIECE, out + j, w + 2 * j, mean, std);
+#define NORMAL_BLOCK 4096 /* values per batch of words (a thread's buffer: 64 KiB) */
+typedef struct {
+    float *d;
+    float mean, std;
+} normal_fill;
+
+static void normal_stretch(void *ctx, uint64_t *s, int64_t first, int64_t count) {
+    const normal_fill *f = ctx;
+    uint64_t words[2 * NORMAL_BLOCK];
+    for (int64_t b0 = 0; b0 < count; b0 += NORMAL_BLOCK) {
+        int64_t len = count - b0 < NORMAL_BLOCK ? count - b0 : NORMAL_BLOCK;
+        for (int64_t i = 0; i < 2 * len; i++) words[i] = next_word(s);
+        em_box_muller(len, f->d + first + b0, words, f->mean, f->std);
     }
+}
+
+static void fill_normal(float *d, int64_t n, float mean, float std) {
+    normal_fill f = {d, mean, std};
+    draw_stretches(n, 2, NORMAL_PARALLEL_MIN, normal_stretch, &f);
 }
 
 static em_tensor *normal_tensor(int ndim, const int64_t *shape, float mean, float std) {
@@ -227,6 +270,12 @@ em_tensor *em_randint(int64_t low, int64_t high, int ndim, const int64_t *shape)
     return t;
 }
 
+/* buf holds probabilities in, 0 / 1 draws out */
+static void bernoulli_stretch(void *ctx, uint64_t *s, int64_t first, int64_t count) {
+    float *buf = ctx;
+    for (int64_t i = first; i < first + count; i++) buf[i] = uniform_of(next_word(s)) < buf[i] ? 1.0f : 0.0f;
+}
+
 em_tensor *em_bernoulli(em_tensor *p) {
     if (!p) return NULL;
     em_tensor *t = em_tensor_empty(p->ndim, p->shape);
@@ -243,11 +292,9 @@ em_tensor *em_bernoulli(em_tensor *p) {
     }
     /* a shard: the draws of the rows before and after this rank's are skipped */
     int64_t per_row = is_shard(p->ndim, p->shape) ? t->numel / shard.rows : 0;
+    if (per_row) em_rng_jump(rng_state, (uint64_t)(shard.offset * per_row));
+    draw_stretches(t->numel, 1, WORDS_PARALLEL_MIN, bernoulli_stretch, buf);
     if (per_row)
-        for (int64_t i = 0; i < shard.offset * per_row; i++) (void)em_rng_u64();
-    for (int64_t i = 0; i < t->numel; i++) buf[i] = em_rng_uniform() < buf[i] ? 1.0f : 0.0f;
-    if (per_row)
-        for (int64_t i = (shard.offset + shard.rows) * per_row; i < shard.global * per_row; i++)
-            (void)em_rng_u64();
+        em_rng_jump(rng_state, (uint64_t)((shard.global - shard.offset - shard.rows) * per_row));
     return t;
 }

@@ -1,6 +1,7 @@
 /* em_rng.h — the one seedable generator (xoshiro256**, seeded by splitmix64)
  * behind every random op, dropout, reparameterization, shuffling and init.
- * Draws are sequential, so a seed gives the same numbers at any thread count. */
+ * Every draw is the next word(s) of one stream, so a seed gives the same numbers at
+ * any thread count (large fills split the stream between threads by jumping). */
 #ifndef EM_RNG_H
 #define EM_RNG_H
 
@@ -16,6 +17,10 @@ uint64_t em_rng_below(uint64_t n);    /* uniform in [0, n), unbiased; n > 0 */
 void em_rng_get_state(uint64_t state[EM_RNG_STATE_WORDS]);
 /* Fails (EM_ERR) on the all-zero state, which xoshiro cannot leave. */
 int em_rng_set_state(const uint64_t state[EM_RNG_STATE_WORDS]);
+/* Advances a state by d steps, as d em_rng_u64() calls would, in O(log d)
+ * (em_rng_jump.c): the large fills draw their stretches of the one stream in
+ * parallel from jumped states, so their numbers stay those of sequential draws. */
+void em_rng_jump(uint64_t state[EM_RNG_STATE_WORDS], uint64_t d);
 
 /* Data-parallel draws. While a shard is set, a random tensor whose first dim
  * is `rows` (this rank's rows of a global batch of `global_rows`) is drawn as
