@@ -45,17 +45,24 @@ local function figures(cfg, m, rows, dir)
   if cfg.name == 'vae' then
     return ('-ELBO %s, IWAE-%s NLL **%s** (bounds on the NLL)'):format(fmt(m.test_neg_elbo), tostring(p.iw_k), fmt(m.test_iwae_nll))
   end
+  -- per-epoch test figures: nats for binary data, bits/dim for 8-bit data
+  local key, digits = 'test_nll', 1
+  if p.likelihood ~= 'bernoulli' then key, digits = 'test_bits_per_dim', 3 end
   local by_epoch = {}
-  for _, row in ipairs(rows or {}) do if row.test_nll then by_epoch[row.epoch] = row.test_nll end end
+  for _, row in ipairs(rows or {}) do if row[key] then by_epoch[row.epoch] = row[key] end end
   local text
   if p.likelihood == 'bernoulli' then
     text = ('exact NLL **%s** nats'):format(fmt(m.test_nll))
   else
     text = ('**%s** bits/dim (NLL %s nats)'):format(fmt(m.test_bits_per_dim, 3), fmt(m.test_nll, 1))
   end
+  -- the NLL after epochs 1, 5, 10 and 20, or after every epoch of a run of at most 5
+  local last = 0
+  for e in pairs(by_epoch) do last = math.max(last, e) end
   local marks, at = {}, {}
-  for _, e in ipairs {1, 5, 10, 20} do
-    if by_epoch[e] then marks[#marks + 1], at[#at + 1] = fmt(by_epoch[e], 1), tostring(e) end
+  for e = 1, last do
+    local marked = last <= 5 or e == 1 or e == 5 or e == 10 or e == 20
+    if by_epoch[e] and marked then marks[#marks + 1], at[#at + 1] = fmt(by_epoch[e], digits), tostring(e) end
   end
   if #marks > 1 then text = text .. ('; after epoch %s: %s'):format(table.concat(at, ' / '), table.concat(marks, ' / ')) end
   local s = files.read_lua(dir .. '/samples/sampling.lua')

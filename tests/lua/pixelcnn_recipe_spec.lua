@@ -122,6 +122,15 @@ describe('examples/pixelcnn.lua', function()
     local saved = recipe.files.read_lua(dir .. '/class_check.lua')
     assert.is_true(math.abs(saved.agreement * 100 - share) < 0.051)
     assert.are.equal(cls_dir, saved.classifier)
+    -- the results table shows the judgement in the run's row
+    local runs = base .. '/runs'
+    os.execute('mkdir -p ' .. q(runs) .. ' && ln -sfn ' .. q(dir) .. ' ' .. q(runs .. '/gated-pixelcnn-cond'))
+    local table_out, table_code = sh(q(EMBER) .. ' ' .. q(ROOT .. '/scripts/results_autoregressive.lua') .. ' ' .. q(runs))
+    assert.are.equal(0, table_code, table_out)
+    local row = table_out:match('\n(| Gated PixelCNN, class%-conditional %(NLL of x given its label%) [^\n]*)')
+    assert.truthy(row, table_out)
+    assert.truthy(row:find(('the classifier run `classifier` labels **%.1f%%** of 20 samples as the class asked for')
+                           :format(share), 1, true), row)
     -- an unconditional run has no class to ask for; a temperature does not apply
     local gres, gdir = ensure_run('gated')
     assert.are.equal(0, gres.code, gres.out)
