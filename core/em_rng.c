@@ -1,4 +1,4 @@
-/* em_rng.c — xoshiro256** (Blackman & Vigna) and the random tensors. */
+/* em_rng.c — the one generator (xoshiro256**, em_xoshiro.h) and the random tensors. */
 #include "em_rng.h"
 
 #include <math.h>
@@ -9,6 +9,7 @@
 #include "em_autograd.h"
 #include "em_fastmath.h"
 #include "em_tensor.h"
+#include "em_xoshiro.h"
 
 static uint64_t rng_state[EM_RNG_STATE_WORDS] = {
     0x9e3779b97f4a7c15ULL, 0xbf58476d1ce4e5b9ULL, 0x94d049bb133111ebULL, 0x2545f4914f6cdd1dULL};
@@ -25,22 +26,7 @@ void em_rng_seed(uint64_t seed) {
     for (int i = 0; i < EM_RNG_STATE_WORDS; i++) rng_state[i] = splitmix64(&x);
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-/* one step of xoshiro256** on the state s */
-static inline uint64_t next_word(uint64_t *s) {
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
-uint64_t em_rng_u64(void) { return next_word(rng_state); }
+uint64_t em_rng_u64(void) { return em_xoshiro_next(rng_state); }
 
 static inline double uniform_of(uint64_t w) { return (double)(w >> 11) * 0x1.0p-53; }
 
@@ -166,7 +152,8 @@ typedef struct {
 
 static void uniform_stretch(void *ctx, uint64_t *s, int64_t first, int64_t count) {
     const uniform_fill *f = ctx;
-    for (int64_t i = first; i < first + count; i++) f->d[i] = uniform_float(next_word(s), f->lo, f->hi);
+    for (int64_t i = first; i < first + count; i++)
+        f->d[i] = uniform_float(em_xoshiro_next(s), f->lo, f->hi);
 }
 
 static em_tensor *uniform_tensor(int ndim, const int64_t *shape, float lo, float hi) {
@@ -209,7 +196,7 @@ static void normal_stretch(void *ctx, uint64_t *s, int64_t first, int64_t count)
     uint64_t words[2 * NORMAL_BLOCK];
     for (int64_t b0 = 0; b0 < count; b0 += NORMAL_BLOCK) {
         int64_t len = count - b0 < NORMAL_BLOCK ? count - b0 : NORMAL_BLOCK;
-        for (int64_t i = 0; i < 2 * len; i++) words[i] = next_word(s);
+        for (int64_t i = 0; i < 2 * len; i++) words[i] = em_xoshiro_next(s);
         em_box_muller(len, f->d + first + b0, words, f->mean, f->std);
     }
 }
@@ -273,7 +260,8 @@ em_tensor *em_randint(int64_t low, int64_t high, int ndim, const int64_t *shape)
 /* buf holds probabilities in, 0 / 1 draws out */
 static void bernoulli_stretch(void *ctx, uint64_t *s, int64_t first, int64_t count) {
     float *buf = ctx;
-    for (int64_t i = first; i < first + count; i++) buf[i] = uniform_of(next_word(s)) < buf[i] ? 1.0f : 0.0f;
+    for (int64_t i = first; i < first + count; i++)
+        buf[i] = uniform_of(em_xoshiro_next(s)) < buf[i] ? 1.0f : 0.0f;
 }
 
 em_tensor *em_bernoulli(em_tensor *p) {

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "em_rng.h"
+#include "em_xoshiro.h"
 
 #define POLY_WORDS 4 /* a residue mod P: degree < 256 */
 #define BM_WORDS 9   /* Berlekamp-Massey's polynomials: degree <= 512 */
@@ -21,19 +22,6 @@
 
 static uint64_t charpoly_low[POLY_WORDS]; /* P(x) - x^256 */
 static pthread_once_t charpoly_once = PTHREAD_ONCE_INIT;
-
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-/* the state update of xoshiro256** (its output is not needed here) */
-static inline void step(uint64_t *s) {
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-}
 
 static inline int bit(const uint64_t *p, int i) { return (int)((p[i >> 6] >> (i & 63)) & 1u); }
 
@@ -44,7 +32,7 @@ static void find_charpoly(void) {
                      0x2545f4914f6cdd1dULL};
     for (int n = 0; n < BM_BITS; n++) {
         seq[n] = (uint8_t)(s[0] & 1u);
-        step(s);
+        em_xoshiro_step(s);
     }
     /* connection polynomial C (c_0 = 1): seq[n] = sum_{i=1..L} c_i seq[n - i] */
     uint64_t C[BM_WORDS] = {1}, B[BM_WORDS] = {1}, T[BM_WORDS];
@@ -98,7 +86,7 @@ static void mulmod(uint64_t *out, const uint64_t *a, const uint64_t *b) {
 void em_rng_jump(uint64_t s[EM_RNG_STATE_WORDS], uint64_t d) {
     if (d == 0) return;
     if (d < 256) { /* stepping is cheaper than the polynomial */
-        for (uint64_t i = 0; i < d; i++) step(s);
+        for (uint64_t i = 0; i < d; i++) em_xoshiro_step(s);
         return;
     }
     pthread_once(&charpoly_once, find_charpoly);
@@ -113,7 +101,7 @@ void em_rng_jump(uint64_t s[EM_RNG_STATE_WORDS], uint64_t d) {
     for (int i = 0; i < 256; i++) { /* acc = r(T) s = sum of T^i s over r's bits */
         if (bit(r, i))
             for (int w = 0; w < EM_RNG_STATE_WORDS; w++) acc[w] ^= t[w];
-        step(t);
+        em_xoshiro_step(t);
     }
     memcpy(s, acc, sizeof acc);
 }
