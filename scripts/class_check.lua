@@ -42,27 +42,27 @@ if not temperature or temperature <= 0 then die('TEMPERATURE must be a number > 
 if not recipe.files.exists(run_dir .. '/config.lua') then die(run_dir .. ' is not a run folder (no config.lua)') end
 if not recipe.files.exists(run_dir .. '/checkpoint') then die(run_dir .. ' has no checkpoint yet (the run stopped before its first save)') end
 local generate, classes, params, label
-local okr, rr, rparams, rstate = pcall(recipe.load_run, run_dir)
-if not okr then die('cannot load ' .. run_dir .. ': ' .. tostring(type(rr) == 'table' and rr.msg or rr)) end
-if rr.name == 'cvae' then
-  local ok, state = pcall(latent.load_run, run_dir)
+local kind = (recipe.files.read_lua(run_dir .. '/config.lua') or {}).name -- the run's recipe
+if kind == 'cvae' then
+  local ok, state, cparams = pcall(latent.load_run, run_dir)
   if not ok then die(tostring(state)) end
   local cvae = state.model
-  params, classes, label = rparams, cvae.classes, 'CVAE'
+  params, classes, label = cparams, cvae.classes, 'CVAE'
   generate = function(n, k) return cvae:generate(n, k, temperature) end
-elseif rr.name == 'pixelcnn' then
+elseif kind == 'pixelcnn' then
+  local okr, rr, rparams, rstate = pcall(recipe.load_run, run_dir)
+  if not okr then die('cannot load ' .. run_dir .. ': ' .. tostring(type(rr) == 'table' and rr.msg or rr)) end
   if not rparams.conditional then
     die(('%s is a PixelCNN run without class conditioning (conditional=false): nothing to ask for'):format(run_dir))
   end
   if temperature ~= 1 then die('TEMPERATURE must be 1 for a PixelCNN run (it samples its own likelihood), got ' .. tostring(args[5])) end
   local model = rstate.model
-  model:eval()
   params, classes, label = rparams, model.classes, 'PixelCNN'
   generate = function(n, k)
     return ar.to_image(ar.sample(model, n, {y = ember.full({n}, k)}), rparams.likelihood)
   end
 else
-  die(('%s is a run of recipe %s, expected cvae or a conditional pixelcnn'):format(run_dir, rr.name))
+  die(('%s is a run of recipe %s, expected cvae or a conditional pixelcnn'):format(run_dir, tostring(kind)))
 end
 
 if not recipe.files.exists(cls_dir .. '/checkpoint') then die(cls_dir .. ' has no checkpoint (no trained classifier)') end
