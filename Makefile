@@ -116,7 +116,8 @@ run: all
 bench: all $(BUILD)/bench_matmul
 	@sh scripts/bench.sh $(BUILD)
 
-# ember against PyTorch (python3-torch, installed here: a benchmark peer only) on B1-B4.
+# ember against PyTorch (python3-torch, installed here: a benchmark peer only) on B1-B4;
+# BLAS_KERNEL=own lets OpenBLAS pick its kernel itself (see scripts/bench_peer.sh).
 bench-peer: all $(BUILD)/bench_matmul
 	@sh scripts/bench_peer.sh $(BUILD)
 

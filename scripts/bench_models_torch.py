@@ -5,8 +5,12 @@ B4 gan2d) step for step as scripts/bench_models.lua builds them in ember, on
 synthetic data of the same shapes, timed the same way.
 
 Prints one line: `MODEL ms_per_step_median chunk1 chunk2 ...`.
+`bench_models_torch.py --kernels` prints instead the kernels PyTorch's matrix
+and convolution work runs on here: its BLAS library (with OpenBLAS's kernel
+name when that is the one loaded) and its oneDNN (mkldnn) state.
 Debian's python3-torch; a benchmark peer only (never a test or run dependency).
 """
+import os
 import sys
 import time
 
@@ -108,7 +112,38 @@ def gan2d():
     return step
 
 
+def kernels():
+    """The BLAS PyTorch loaded (from this process's memory map) and OpenBLAS's kernel name."""
+    import ctypes
+    torch.ones(2, 2) @ torch.ones(2, 2)  # the BLAS is loaded by now
+    libs = sorted({line.split()[-1] for line in open("/proc/self/maps")
+                   if "blas" in line.split()[-1] and ".so" in line})
+    core = "?"
+    for lib in libs:
+        try:
+            fn = ctypes.CDLL(lib).openblas_get_corename
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.c_char_p
+        core = fn().decode()
+    # oneDNN says which instruction set and convolution kernel it runs when verbose
+    # (a child process: the verbose lines go to its stdout)
+    import subprocess
+    conv = ("import torch\nwith torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):\n"
+            "    torch.nn.functional.conv2d(torch.ones(8, 32, 14, 14), torch.ones(64, 32, 3, 3), padding=1)\n")
+    out = subprocess.run([sys.executable, "-c", conv], capture_output=True, text=True).stdout.splitlines()
+    isa = [ln.split("isa:")[1] for ln in out if ",isa:" in ln]
+    impl = [ln.split(",")[4] for ln in out if ",exec,cpu,convolution," in ln]
+    print("PyTorch %s: BLAS %s (OpenBLAS kernel %s); convolutions: oneDNN %s, kernel %s (%s)" % (
+        torch.__version__, " ".join(os.path.basename(lib) for lib in libs) or "(none loaded)", core,
+        "on" if torch.backends.mkldnn.is_available() else "off", impl[0] if impl else "?",
+        isa[0] if isa else "?"))
+
+
 def main():
+    if sys.argv[1:] == ["--kernels"]:
+        kernels()
+        return
     model, steps, chunks, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     torch.set_num_threads(threads)
     torch.manual_seed(1)

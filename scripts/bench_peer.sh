@@ -14,8 +14,23 @@
 # OpenMP wait policy, each with glibc's default heap and with freed memory kept (see
 # torch_env), are timed twice per model first, and the fastest is used. ember runs
 # with its defaults.
+#
+# The BLAS kernel: both sides' matrix products run on the same OpenBLAS (PyTorch's
+# BLAS is Debian's libblas.so.3, OpenBLAS here), PyTorch's convolutions on its own
+# oneDNN, which picks its instruction set itself. BLAS_KERNEL=env (the default)
+# leaves OpenBLAS as the environment sets it (OPENBLAS_CORETYPE, if set, imposes a
+# kernel); BLAS_KERNEL=own unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for this
+# run alone, both sides, so OpenBLAS picks the kernel for this processor itself.
+# The kernel each side runs is printed, and bench_matmul checks its sgemm against
+# a double-precision loop before any rate is trusted.
 set -eu
 BUILD=${1:-build}
+BLAS_KERNEL=${BLAS_KERNEL:-env}
+case "$BLAS_KERNEL" in
+env) ;;
+own) unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE ;;
+*) echo "bench_peer: BLAS_KERNEL must be env or own, not '$BLAS_KERNEL'" >&2; exit 2 ;;
+esac
 THREADS=${EMBER_THREADS:-2}
 ROUNDS=${ROUNDS:-3}
 cd "$(dirname "$0")/.."
@@ -84,7 +99,10 @@ run_torch() {
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 echo "== bench-peer: ember vs PyTorch $($PY -c 'import torch; print(torch.__version__)') ($(nproc) cores, $THREADS threads, $ROUNDS rounds, $(date -u +%Y-%m-%dT%H:%MZ))"
-GFLOPS=$("$BUILD/bench_matmul" "$THREADS" | awk '$1 == 2048 {print $2}')
+"$BUILD/bench_matmul" "$THREADS" > "$OUT/matmul.txt" || { cat "$OUT/matmul.txt"; exit 1; }
+GFLOPS=$(awk '$1 == 2048 {print $2}' "$OUT/matmul.txt")
+echo "BLAS_KERNEL=$BLAS_KERNEL; ember: $(sed -n 1p "$OUT/matmul.txt"); $(sed -n 2p "$OUT/matmul.txt")"
+"$PY" scripts/bench_models_torch.py --kernels
 echo "sgemm ceiling (n = 2048, $THREADS threads): $GFLOPS GFLOP/s"
 
 MODELS="vae dcgan cnn gan2d"
