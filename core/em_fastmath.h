@@ -1,5 +1,5 @@
 /* em_fastmath.h — elementwise transcendental kernels written as polynomials, so
- * one algorithm runs as an AVX2+FMA loop (chosen at run time) and as a scalar
+ * one algorithm runs as an AVX2+FMA (or AVX-512) loop chosen at run time and as a scalar
  * loop (fma) with the same numbers bit for bit on every x86-64 machine. */
 #ifndef EM_FASTMATH_H
 #define EM_FASTMATH_H
@@ -34,8 +34,14 @@ double em_box_muller_z(uint64_t w1, uint64_t w2);
 /* the lanes the last em_box_muller calls on this thread recomputed (tests) */
 int64_t em_box_muller_fallbacks(void);
 
-/* Whether the AVX2+FMA loops run (the CPU has them and they are not turned off);
- * em_fastmath_use_simd(false) forces the scalar loops (tests compare the two). */
+/* The widest loops that run: the CPU's (AVX-512 = F + DQ, AVX2 = AVX2 + FMA)
+ * up to a cap that tests lower to compare the loops (every level gives the
+ * same bits). Only Box-Muller has an AVX-512 loop; BCE runs AVX2 at both. */
+enum { EM_FASTMATH_SCALAR = 0, EM_FASTMATH_AVX2 = 1, EM_FASTMATH_AVX512 = 2 };
+int em_fastmath_level(void);
+void em_fastmath_cap_level(int level);
+/* Whether the AVX2+FMA loops run (level >= AVX2); em_fastmath_use_simd(false)
+ * caps at the scalar loops, (true) lifts the cap. */
 bool em_fastmath_simd(void);
 void em_fastmath_use_simd(bool on);
 

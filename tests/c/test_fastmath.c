@@ -155,14 +155,24 @@ TEST(fastmath_box_muller_equals_glibc_expression) {
     uint64_t *w = malloc(2 * (size_t)N * sizeof *w);
     em_rng_seed(17);
     for (int64_t i = 0; i < 2 * (int64_t)N; i++) w[i] = em_rng_u64();
-    bool same = true;
     float params[4][2] = {{0.0f, 1.0f}, {3.0f, 0.02f}, {-1e-3f, 1e-3f}, {0.5f, 0.0f}};
-    int64_t fallbacks = 0;
-    for (int k = 0; k < 4; k++) fallbacks += bm_check(w, N, params[k][0], params[k][1], &same);
-    CHECK(same);
-    /* recomputing is rare (the bound is ~1e-14 of a value against a float ulp of ~6e-8) */
-    if (em_fastmath_simd()) CHECK(fallbacks < N / 1000);
-    if (getenv("EMBER_TEST_VERBOSE")) printf("    %lld of %d values recomputed\n", (long long)fallbacks, 4 * N);
+    /* every vector loop this CPU runs (AVX-512 and AVX2, or AVX2 alone); the scalar
+     * loop is the reference expression itself */
+    int top = em_fastmath_level();
+    if (top < EM_FASTMATH_AVX512) printf("    (no AVX-512 F+DQ on this CPU: its loop is not tested here)\n");
+    for (int level = top; level >= EM_FASTMATH_AVX2 || level == top; level--) {
+        em_fastmath_cap_level(level);
+        CHECK(em_fastmath_level() == level);
+        bool same = true;
+        int64_t fallbacks = 0;
+        for (int k = 0; k < 4; k++) fallbacks += bm_check(w, N, params[k][0], params[k][1], &same);
+        CHECK(same);
+        /* recomputing is rare (the bound is ~1e-14 of a value against a float ulp of ~6e-8) */
+        if (level >= EM_FASTMATH_AVX2) CHECK(fallbacks < N / 1000);
+        if (getenv("EMBER_TEST_VERBOSE"))
+            printf("    level %d: %lld of %d values recomputed\n", level, (long long)fallbacks, 4 * N);
+    }
+    em_fastmath_cap_level(EM_FASTMATH_AVX512);
     free(w);
 }
 
@@ -182,10 +192,15 @@ TEST(fastmath_box_muller_edges) {
             w[2 * i] = u1w[a];
             w[2 * i + 1] = u2i[b] << 11 | 0x7ff; /* the low bits are dropped */
         }
-    bool same = true;
-    for (int off = 0; off < 4; off++) {
-        bm_check(w + 2 * off, N - off, 0.0f, 1.0f, &same);
-        bm_check(w + 2 * off, N - off, 1.0f, 2.0f, &same);
+    /* at every level (the scalar one too), every lane position of both vector widths */
+    for (int level = em_fastmath_level(); level >= EM_FASTMATH_SCALAR; level--) {
+        em_fastmath_cap_level(level);
+        bool same = true;
+        for (int off = 0; off < 8; off++) {
+            bm_check(w + 2 * off, N - off, 0.0f, 1.0f, &same);
+            bm_check(w + 2 * off, N - off, 1.0f, 2.0f, &same);
+        }
+        CHECK(same);
     }
-    CHECK(same);
+    em_fastmath_cap_level(EM_FASTMATH_AVX512);
 }
