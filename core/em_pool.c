@@ -223,7 +223,7 @@ static em_tensor *pool_gather(em_tensor *src, em_tensor *idx) {
  * gradient of max_pool2d, recorded as max_unpool2d. */
 static em_tensor *pool_scatter(em_tensor *g, em_tensor *idx, const int64_t *shape) {
     em_tensor *gc = em_contiguous(g);
-    em_tensor *out = gc ? em_tensor_zeros(4, shape) : NULL;
+    em_tensor *out = gc ? em_tensor_empty(4, shape) : NULL;
     if (!out) {
         em_tensor_release(gc);
         return NULL;
@@ -232,9 +232,14 @@ static em_tensor *pool_scatter(em_tensor *g, em_tensor *idx, const int64_t *shap
     const int64_t HW = shape[2] * shape[3], Q = idx->shape[2] * idx->shape[3];
     const float *s = em_tensor_data(gc), *ix = em_tensor_data(idx);
     float *o = em_tensor_data(out);
-#pragma omp parallel for schedule(static) if (planes * Q > PAR_MIN)
-    for (int64_t p = 0; p < planes; p++)
+    /* each plane cleared by the thread that scatters into it, just before (a
+     * zeros tensor was one thread's memset of the whole input while the other
+     * waited: perf on B3) */
+#pragma omp parallel for schedule(static) if (planes * HW > PAR_MIN)
+    for (int64_t p = 0; p < planes; p++) {
+        memset(o + p * HW, 0, (size_t)HW * sizeof(float));
         for (int64_t q = 0; q < Q; q++) o[p * HW + (int64_t)ix[p * Q + q]] += s[p * Q + q];
+    }
     em_node *node = em_record(EM_OP_max_unpool2d, out, 1, &gc);
     if (node) em_node_save(node, idx);
     em_tensor_release(gc);

@@ -5,6 +5,7 @@
  *   a non-contiguous tensor and reshape that cannot view copy;
  * - cat, stack, index_select, gather, scatter_add against naive loops;
  * - creation functions; same seed same numbers, RNG state roundtrip. */
+#include <math.h>
 #include <stdlib.h>
 
 #include "em_autograd.h"
@@ -786,4 +787,27 @@ TEST(is_contiguous_ignores_the_strides_of_size_one_dims) {
     em_tensor *sc = em_tensor_scalar(1.0f);
     CHECK(em_tensor_is_contiguous(sc));
     RELEASE_ALL(a, t, col, c, v, row, rt, sc);
+}
+
+/* zeros of a large tensor (cleared by every thread, a stretch each) from a
+ * recycled block that held other values: every element 0, at 1-3 threads and
+ * sizes around the threshold and the thread split */
+TEST(zeros_clears_a_recycled_block_at_any_thread_count) {
+    const int64_t sizes[] = {262144, 262145, 1000003};
+    bool all_zero = true;
+    int before = em_get_num_threads();
+    for (int threads = 1; threads <= 3; threads++) {
+        em_set_num_threads(threads);
+        for (int k = 0; k < 3; k++) {
+            int64_t n = sizes[k];
+            em_tensor *dirty = em_tensor_full(1, &n, 7.0f);
+            em_tensor_release(dirty); /* its block goes back to the storage cache */
+            em_tensor *z = em_tensor_zeros(1, &n);
+            const float *d = em_tensor_data(z);
+            for (int64_t i = 0; i < n; i++) all_zero = all_zero && d[i] == 0.0f && !signbit(d[i]);
+            em_tensor_release(z);
+        }
+    }
+    em_set_num_threads(before);
+    CHECK(all_zero);
 }
