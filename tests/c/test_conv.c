@@ -322,6 +322,48 @@ TEST(conv2d_weight_matches_naive_loop) {
     em_tensor_release(gy);
 }
 
+/* conv2d_weight: the same bits at 1, 2 and 3 threads, on planes large enough
+ * for the per-image path, odd channel counts, groups, a 1x1 kernel (the images
+ * themselves as columns), one output channel, and B3's first layer. (Splitting
+ * the per-image sum by rows of the gradient among the threads failed this:
+ * OpenBLAS's result for a row depends on the matrix's row count.) */
+TEST(conv2d_weight_same_bits_at_any_thread_count) {
+    struct { int64_t N, C, H, W, O, k, groups; } cases[] = {
+        {5, 1, 28, 28, 32, 3, 1}, {3, 4, 17, 19, 7, 3, 1}, {4, 6, 16, 16, 10, 2, 2},
+        {2, 3, 20, 16, 1, 3, 1}, {6, 2, 16, 17, 3, 1, 1},
+    };
+    int before = em_get_num_threads();
+    bool same = true;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        em_rng_seed(30 + (uint64_t)c);
+        em_conv2d_args a = conv_args(1, cases[c].k / 2, 1, cases[c].groups);
+        em_tensor *x = randn4(cases[c].N, cases[c].C, cases[c].H, cases[c].W);
+        int64_t OH = cases[c].H + 2 * (cases[c].k / 2) - cases[c].k + 1;
+        int64_t OW = cases[c].W + 2 * (cases[c].k / 2) - cases[c].k + 1;
+        em_tensor *gy = randn4(cases[c].N, cases[c].O, OH, OW);
+        em_tensor *ref = NULL;
+        for (int threads = 1; threads <= 3; threads++) {
+            em_set_num_threads(threads);
+            em_tensor *dw = em_conv2d_weight(x, gy, cases[c].k, cases[c].k, &a);
+            CHECK(dw != NULL);
+            if (!ref) {
+                ref = dw;
+                continue;
+            }
+            if (dw && memcmp(em_tensor_data(dw), em_tensor_data(ref), (size_t)ref->numel * sizeof(float))) {
+                if (same) printf("    case %zu: %d threads differ from 1\n", c, threads);
+                same = false;
+            }
+            em_tensor_release(dw);
+        }
+        em_tensor_release(ref);
+        em_tensor_release(x);
+        em_tensor_release(gy);
+    }
+    em_set_num_threads(before);
+    CHECK(same);
+}
+
 TEST(conv_bad_arguments) {
     em_rng_seed(1);
     em_conv2d_args a = em_conv2d_defaults();
