@@ -337,11 +337,8 @@ AVX512 static inline __m512d cos_turn8(__m512d theta) {
     return _mm512_mask_xor_pd(v, neg, v, _mm512_set1_pd(-0.0));
 }
 
-/* eight values from the word pairs at w; a lane mask (bit per lane) of the kept ones */
-AVX512 static inline int box_muller8(const uint64_t *w, float mean, float std, __m256 *res) {
-    __m512i a = _mm512_loadu_si512(w), b = _mm512_loadu_si512(w + 8);
-    __m512i w1 = _mm512_permutex2var_epi64(a, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), b);
-    __m512i w2 = _mm512_permutex2var_epi64(a, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), b);
+/* eight values from eight (u1 word, u2 word) pairs; a lane mask (bit per lane) of the kept ones */
+AVX512 static inline int box_muller8_words(__m512i w1, __m512i w2, float mean, float std, __m256 *res) {
     __m512d u1 = _mm512_sub_pd(_mm512_set1_pd(1.0), words_to_uniform8(w1));
     __m512d theta = _mm512_mul_pd(_mm512_set1_pd(TWO_PI), words_to_uniform8(w2));
     __m512d rad = _mm512_sqrt_pd(_mm512_mul_pd(_mm512_set1_pd(-2.0), log_unit8(u1)));
@@ -355,6 +352,14 @@ AVX512 static inline int box_muller8(const uint64_t *w, float mean, float std, _
     __m256 ordered = _mm256_cmp_ps(flo, flo, _CMP_ORD_Q); /* NaN bounds: not kept */
     *res = flo;
     return _mm256_movemask_ps(_mm256_and_ps(_mm256_castsi256_ps(same), ordered));
+}
+
+/* eight values from the word pairs at w (w[2i], w[2i + 1]) */
+AVX512 static inline int box_muller8(const uint64_t *w, float mean, float std, __m256 *res) {
+    __m512i a = _mm512_loadu_si512(w), b = _mm512_loadu_si512(w + 8);
+    __m512i w1 = _mm512_permutex2var_epi64(a, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), b);
+    __m512i w2 = _mm512_permutex2var_epi64(a, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), b);
+    return box_muller8_words(w1, w2, mean, std, res);
 }
 
 AVX512 static void box_muller_avx512(int64_t n, float *out, const uint64_t *w, float mean, float std) {
@@ -372,6 +377,43 @@ AVX512 static void box_muller_avx512(int64_t n, float *out, const uint64_t *w, f
         }
     }
     box_muller_avx2(n - i, out + i, w + 2 * i, mean, std); /* the last 0..7 */
+}
+
+/* Box-Muller over eight lanes' interleaved words (lane j's word t at iw[8 t + j]):
+ * lane j's value i from its words 2i and 2i + 1, into out[j stride + i]. */
+AVX512 static void box_muller_lanes_avx512(int64_t n, float *out, int64_t stride, const uint64_t *iw,
+                                           float mean, float std) {
+    /* values i of the 8 lanes, then a lane's run of values out in one go (the
+     * transform's chains are long: a whole batch in flight keeps the units busy) */
+    float v[8 * 256];
+    for (int64_t i0 = 0; i0 < n; i0 += 256) {
+        const int64_t len = n - i0 < 256 ? n - i0 : 256;
+        for (int64_t i = 0; i < len; i++) {
+            __m256 r;
+            const uint64_t *w = iw + 16 * (i0 + i);
+            int keep = box_muller8_words(_mm512_loadu_si512(w), _mm512_loadu_si512(w + 8), mean, std, &r);
+            _mm256_storeu_ps(v + 8 * i, r);
+            if (keep != 0xFF)
+                for (int l = 0; l < 8; l++)
+                    if (!(keep & (1 << l))) {
+                        v[8 * i + l] = box_muller_reference(w[l], w[8 + l], mean, std);
+                        bm_fallbacks++;
+                    }
+        }
+        for (int l = 0; l < 8; l++)
+            for (int64_t i = 0; i < len; i++) out[l * stride + i0 + i] = v[8 * i + l];
+    }
+}
+
+void em_box_muller_lanes8(int64_t n, float *out, int64_t stride, const uint64_t *iw, float mean,
+                          float std) {
+    if (em_fastmath_level() >= EM_FASTMATH_AVX512) {
+        box_muller_lanes_avx512(n, out, stride, iw, mean, std);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        for (int l = 0; l < 8; l++)
+            out[l * stride + i] = box_muller_reference(iw[16 * i + l], iw[16 * i + 8 + l], mean, std);
 }
 
 void em_box_muller(int64_t n, float *out, const uint64_t *words, float mean, float std) {

@@ -29,6 +29,11 @@ void em_fast_bce_with_logits(int64_t n, float *out, const float *x, const float 
  * a lane only when the value's error bound cannot reach a float rounding
  * boundary, recomputing the rare others (about 1 in 10^7) by the expression. */
 void em_box_muller(int64_t n, float *out, const uint64_t *words, float mean, float std);
+/* The same transform over eight lanes' interleaved words (lane j's word t at
+ * iw[8 t + j], so lane j's pair i is iw[16 i + j], iw[16 i + 8 + j]): lane j's
+ * value i into out[j stride + i], i < n (em_rng's 8-lane normal fills). */
+void em_box_muller_lanes8(int64_t n, float *out, int64_t stride, const uint64_t *iw, float mean,
+                          float std);
 /* the reference's N(0, 1) value in double, glibc's log and cos: em_rng_normal's */
 double em_box_muller_z(uint64_t w1, uint64_t w2);
 /* the lanes the last em_box_muller calls on this thread recomputed (tests) */

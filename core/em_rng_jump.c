@@ -83,6 +83,16 @@ static void mulmod(uint64_t *out, const uint64_t *a, const uint64_t *b) {
     memcpy(out, r, sizeof r);
 }
 
+/* The last few distances' residues x^d mod P, per thread: a fill jumps by the
+ * same distances call after call (the same tensor sizes every step; an 8-lane
+ * fill 7 times by one distance), and the residue is most of a jump's 12 us. */
+#define JUMP_CACHE 4
+static _Thread_local struct {
+    uint64_t d; /* 0: empty (d = 0 never reaches the residue) */
+    uint64_t r[POLY_WORDS];
+} jump_cache[JUMP_CACHE];
+static _Thread_local int jump_next;
+
 void em_rng_jump(uint64_t s[EM_RNG_STATE_WORDS], uint64_t d) {
     if (d == 0) return;
     if (d < 256) { /* stepping is cheaper than the polynomial */
@@ -91,10 +101,20 @@ void em_rng_jump(uint64_t s[EM_RNG_STATE_WORDS], uint64_t d) {
     }
     pthread_once(&charpoly_once, find_charpoly);
     uint64_t r[POLY_WORDS] = {1}, sq[POLY_WORDS];
-    for (int b = 63 - __builtin_clzll(d); b >= 0; b--) { /* r = x^d mod P */
-        mulmod(sq, r, r);
-        memcpy(r, sq, sizeof r);
-        if ((d >> b) & 1u) times_x(r);
+    int slot = -1;
+    for (int i = 0; i < JUMP_CACHE; i++)
+        if (jump_cache[i].d == d) slot = i;
+    if (slot >= 0) {
+        memcpy(r, jump_cache[slot].r, sizeof r);
+    } else {
+        for (int b = 63 - __builtin_clzll(d); b >= 0; b--) { /* r = x^d mod P */
+            mulmod(sq, r, r);
+            memcpy(r, sq, sizeof r);
+            if ((d >> b) & 1u) times_x(r);
+        }
+        jump_cache[jump_next].d = d;
+        memcpy(jump_cache[jump_next].r, r, sizeof r);
+        jump_next = (jump_next + 1) % JUMP_CACHE;
     }
     uint64_t acc[EM_RNG_STATE_WORDS] = {0}, t[EM_RNG_STATE_WORDS];
     memcpy(t, s, sizeof t);

@@ -176,6 +176,56 @@ TEST(fastmath_box_muller_equals_glibc_expression) {
     free(w);
 }
 
+/* the 8-lane form (lane j's words interleaved at iw[8 t + j], values to out[j
+ * stride + i]) against the reference on 2^23 pairs and on the awkward words of
+ * the next test at every lane, at every level */
+static bool lanes_check(const uint64_t *iw, int64_t n, float mean, float std) {
+    int64_t stride = n + 3; /* lanes' runs apart, as a fill's sub-stretches */
+    float *out = malloc((size_t)(8 * stride) * sizeof *out);
+    em_box_muller_lanes8(n, out, stride, iw, mean, std);
+    bool same = true;
+    for (int64_t i = 0; i < n; i++)
+        for (int l = 0; l < 8; l++) {
+            float want = bm_reference(iw[16 * i + l], iw[16 * i + 8 + l], mean, std);
+            if (memcmp(&want, &out[l * stride + i], sizeof want) != 0) {
+                if (same) printf("    lane %d value %lld: %.9g, expected %.9g\n", l, (long long)i,
+                                 out[l * stride + i], want);
+                same = false;
+            }
+        }
+    free(out);
+    return same;
+}
+
+TEST(fastmath_box_muller_lanes_equal_glibc_expression) {
+    enum { N = 1 << 20 }; /* per lane: 2^23 values in all */
+    uint64_t *w = malloc(16 * (size_t)N * sizeof *w);
+    em_rng_seed(23);
+    for (int64_t i = 0; i < 16 * (int64_t)N; i++) w[i] = em_rng_u64();
+    /* the awkward pairs (u1 = 1, 2^-53, ...; u2 beside the zeros of cos) in every lane */
+    uint64_t top = ((uint64_t)1 << 53) - 1, quarter = (uint64_t)1 << 51;
+    uint64_t u1w[] = {0, 1ull << 11, top << 11, (top - 1) << 11};
+    uint64_t u2w[] = {0, (quarter - 1) << 11, quarter << 11, (2 * quarter + 1) << 11, (3 * quarter) << 11, top << 11};
+    int64_t i = 0;
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 6; b++, i++)
+            for (int l = 0; l < 8; l++) {
+                w[16 * i + l] = u1w[(a + l) % 4];
+                w[16 * i + 8 + l] = u2w[(b + l) % 6];
+            }
+    for (int level = em_fastmath_level(); level >= EM_FASTMATH_SCALAR; level--) {
+        em_fastmath_cap_level(level);
+        int64_t before = em_box_muller_fallbacks();
+        /* the scalar level is the reference expression itself: a short run suffices */
+        int64_t n = level == EM_FASTMATH_SCALAR ? 64 : N;
+        CHECK(lanes_check(w, n, 0.0f, 1.0f));
+        CHECK(lanes_check(w, n < 1000 ? n : 1000, 3.0f, 0.02f));
+        if (level == EM_FASTMATH_AVX512) CHECK(em_box_muller_fallbacks() - before < N / 1000);
+    }
+    em_fastmath_cap_level(EM_FASTMATH_AVX512);
+    free(w);
+}
+
 /* the awkward words: u1 = 1 (log 0), the smallest u1 (2^-53), u2 beside 0, 1/4, 1/2,
  * 3/4 (theta beside the zeros of cos and its extremes), at every lane position */
 TEST(fastmath_box_muller_edges) {
