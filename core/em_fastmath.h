@@ -41,7 +41,8 @@ int64_t em_box_muller_fallbacks(void);
 
 /* The widest loops that run: the CPU's (AVX-512 = F + DQ, AVX2 = AVX2 + FMA)
  * up to a cap that tests lower to compare the loops (every level gives the
- * same bits). Only Box-Muller has an AVX-512 loop; BCE runs AVX2 at both. */
+ * same bits). BCE and Box-Muller have AVX-512 loops; Adam's update (em_optim.c)
+ * and the 8-lane normal fills (em_rng.c) follow the same level. */
 enum { EM_FASTMATH_SCALAR = 0, EM_FASTMATH_AVX2 = 1, EM_FASTMATH_AVX512 = 2 };
 int em_fastmath_level(void);
 void em_fastmath_cap_level(int level);
