@@ -141,6 +141,29 @@ static double sum_middle_row(const float *x, int64_t A, int64_t M, int64_t B, in
     return count ? total + part : total;
 }
 
+/* sum_middle_row for the 8 rows m .. m + 7 at once: each row's additions in the
+ * same order as alone (the chunk count is the same for all), interleaved, so the
+ * latency of one double add per element no longer bounds the loop (perf: conv
+ * bias gradients at 5% of B3's step, one chain per channel). */
+static void sum_middle_rows8(const float *x, int64_t A, int64_t M, int64_t B, int64_t m, double *out) {
+    double total[8] = {0}, part[8] = {0};
+    int64_t count = 0;
+    for (int64_t a = 0; a < A; a++) {
+        const float *row = x + (a * M + m) * B;
+        for (int64_t b = 0; b < B; b++) {
+            for (int j = 0; j < 8; j++) part[j] += row[j * B + b];
+            if (++count == CHUNK) {
+                for (int j = 0; j < 8; j++) {
+                    total[j] += part[j];
+                    part[j] = 0;
+                }
+                count = 0;
+            }
+        }
+    }
+    for (int j = 0; j < 8; j++) out[j] = count ? total[j] + part[j] : total[j];
+}
+
 /* ---- dims ------------------------------------------------------------ */
 
 /* Fills reduce[d] from a dim list (all dims when ndims == 0). */
@@ -250,10 +273,17 @@ em_tensor *em_reduce(em_reduce_op op, em_tensor *a, int ndims, const int *dims, 
         for (int d = 0; d < leading; d++) A *= a->shape[d];
         for (int d = mid_end; d < a->ndim; d++) B *= a->shape[d];
         const float *x = em_tensor_data(a);
+        const int64_t groups = (M + 7) / 8; /* rows 8 at a time, the last 0..7 one by one */
 #pragma omp parallel for schedule(static) if (M * R > 32768)
-        for (int64_t m = 0; m < M; m++) {
-            double sum = sum_middle_row(x, A, M, B, m);
-            o[m] = op == EM_RED_MEAN ? (R ? (float)(sum / (double)R) : NAN) : (float)sum;
+        for (int64_t gi = 0; gi < groups; gi++) {
+            double sums[8];
+            int64_t m0 = gi * 8, k = M - m0 < 8 ? M - m0 : 8;
+            if (k == 8)
+                sum_middle_rows8(x, A, M, B, m0, sums);
+            else
+                for (int64_t j = 0; j < k; j++) sums[j] = sum_middle_row(x, A, M, B, m0 + j);
+            for (int64_t j = 0; j < k; j++)
+                o[m0 + j] = op == EM_RED_MEAN ? (R ? (float)(sums[j] / (double)R) : NAN) : (float)sums[j];
         }
     } else {
         int64_t m_, r_;

@@ -423,6 +423,11 @@ describe('sum and mean over leading and trailing dims (a conv bias gradient)', f
     assert.equal(0, got:ne(want):sum():item())
     local mean = x:mean({ 1, 3, 4 })
     assert.equal(0, mean:ne(x:permute(2, 1, 3, 4):contiguous():mean({ 2, 3, 4 })):sum():item())
+    -- 19 channels: two groups of 8 summed side by side, then 3 one by one; each
+    -- channel's 80 x 900 elements cross the chunks
+    local c = ember.randn(80, 19, 30, 30) * 1000 + 0.001
+    local cwant = c:permute(2, 1, 3, 4):contiguous():sum({ 2, 3, 4 })
+    assert.equal(0, c:sum({ 1, 3, 4 }):ne(cwant):sum():item())
     -- several kept dims in the middle, keepdim, and a small case below one chunk
     local y = ember.randn(5, 2, 3, 7, 4)
     local yk = y:sum({ 1, 4, 5 }, true)
