@@ -32,7 +32,7 @@ own) unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE ;;
 *) echo "bench_peer: BLAS_KERNEL must be env or own, not '$BLAS_KERNEL'" >&2; exit 2 ;;
 esac
 THREADS=${EMBER_THREADS:-2}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3 # Debian's python (python3-torch), whatever python3 is first on PATH
 sh scripts/install_deps.sh python3-torch
