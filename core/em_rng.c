@@ -139,6 +139,67 @@ static em_tensor *own_rows(em_tensor *full, int ndim, const int64_t *shape) {
     return t;
 }
 
+/* ---- eight lanes at once (AVX-512) ----------------------------------------
+ * A stretch of at least LANES_MIN values is cut into 8 equal sub-stretches, one
+ * per 64-bit lane: lane j starts where the sequential draws reach its first
+ * word (a jump of 2 per words from lane j - 1) and steps xoshiro256** with the
+ * other lanes in one vector; the values are made from the 8 lanes' words as they
+ * lie (Box-Muller on 8 lanes for normals). The words, hence the values, are the
+ * sequential ones. perf on B4 put the scalar word loop at 11% of the step. */
+#define LANES 8
+#define LANES_MIN 4096 /* items: below, 7 jumps (a few us) outweigh the vector words */
+#define LANE_BLOCK 256 /* values per lane per batch: 8 lanes x 512 words = 32 KiB */
+
+/* iw[8 t + j] = lane j's next word, t < nwords; lanes[w][j] is lane j's state word w */
+__attribute__((target("avx512f"))) static void xoshiro8_words(uint64_t lanes[4][LANES], uint64_t *iw,
+                                                              int64_t nwords) {
+    __m512i s0 = _mm512_loadu_si512(lanes[0]), s1 = _mm512_loadu_si512(lanes[1]);
+    __m512i s2 = _mm512_loadu_si512(lanes[2]), s3 = _mm512_loadu_si512(lanes[3]);
+    for (int64_t t = 0; t < nwords; t++) {
+        /* rotl(s1 * 5, 7) * 9, the products as shifts and adds (mod 2^64) */
+        __m512i r = _mm512_rol_epi64(_mm512_add_epi64(_mm512_slli_epi64(s1, 2), s1), 7);
+        _mm512_storeu_si512(iw + LANES * t, _mm512_add_epi64(_mm512_slli_epi64(r, 3), r));
+        __m512i shifted = _mm512_slli_epi64(s1, 17); /* em_xoshiro_step, lane by lane */
+        s2 = _mm512_xor_si512(s2, s0);
+        s3 = _mm512_xor_si512(s3, s1);
+        s1 = _mm512_xor_si512(s1, s2);
+        s0 = _mm512_xor_si512(s0, s3);
+        s2 = _mm512_xor_si512(s2, shifted);
+        s3 = _mm512_rol_epi64(s3, 45);
+    }
+    _mm512_storeu_si512(lanes[0], s0);
+    _mm512_storeu_si512(lanes[1], s1);
+    _mm512_storeu_si512(lanes[2], s2);
+    _mm512_storeu_si512(lanes[3], s3);
+}
+
+/* Draws items [first, first + count) of words_per_item words each on 8 lanes:
+ * lane j takes items first + j per + [0, per), per = count / 8, starting by a jump
+ * to its first word; batch by batch, consume(ctx, iw, at, per, len) gets lane j's
+ * next len items' words at iw[8 (words_per_item i + w) + j] for its items at +
+ * j per + i. The last count - 8 per items are left to the caller, with *s where the
+ * last lane ended (the state after item first + 8 per - 1). */
+typedef void (*lanes_fn)(void *ctx, const uint64_t *iw, int64_t at, int64_t per, int64_t len);
+static int64_t draw_lanes(uint64_t *s, int64_t first, int64_t count, int words_per_item, lanes_fn consume,
+                          void *ctx) {
+    const int64_t per = count / LANES;
+    uint64_t lanes[4][LANES], t[EM_RNG_STATE_WORDS];
+    memcpy(t, s, sizeof t);
+    for (int j = 0; j < LANES; j++) {
+        for (int w = 0; w < 4; w++) lanes[w][j] = t[w];
+        if (j < LANES - 1) em_rng_jump(t, (uint64_t)words_per_item * (uint64_t)per);
+    }
+    uint64_t iw[2 * LANE_BLOCK * LANES];
+    const int64_t block = 2 * LANE_BLOCK / words_per_item; /* items per lane per batch */
+    for (int64_t b0 = 0; b0 < per; b0 += block) {
+        int64_t len = per - b0 < block ? per - b0 : block;
+        xoshiro8_words(lanes, iw, words_per_item * len);
+        consume(ctx, iw, first + b0, per, len);
+    }
+    for (int w = 0; w < 4; w++) s[w] = lanes[w][LANES - 1];
+    return LANES * per;
+}
+
 /* A float from [lo, hi) of one word: a double draw within 2^-25 of the top rounds to
  * hi itself as a float, so that case steps back to the float below hi. */
 static inline float uniform_float(uint64_t w, float lo, float hi) {
@@ -151,9 +212,18 @@ typedef struct {
     float lo, hi;
 } uniform_fill;
 
+static void uniform_lanes(void *ctx, const uint64_t *iw, int64_t at, int64_t per, int64_t len) {
+    const uniform_fill *f = ctx;
+    for (int l = 0; l < LANES; l++)
+        for (int64_t i = 0; i < len; i++) f->d[at + l * per + i] = uniform_float(iw[LANES * i + l], f->lo, f->hi);
+}
+
 static void uniform_stretch(void *ctx, uint64_t *s, int64_t first, int64_t count) {
     const uniform_fill *f = ctx;
-    for (int64_t i = first; i < first + count; i++)
+    int64_t done = 0;
+    if (count >= LANES_MIN && em_fastmath_level() >= EM_FASTMATH_AVX512)
+        done = draw_lanes(s, first, count, 1, uniform_lanes, ctx);
+    for (int64_t i = first + done; i < first + count; i++)
         f->d[i] = uniform_float(em_xoshiro_next(s), f->lo, f->hi);
 }
 
@@ -192,66 +262,19 @@ typedef struct {
     float mean, std;
 } normal_fill;
 
-/* ---- eight lanes at once (AVX-512) ----------------------------------------
- * A stretch of at least LANES_MIN values is cut into 8 equal sub-stretches, one
- * per 64-bit lane: lane j starts where the sequential draws reach its first
- * word (a jump of 2 per words from lane j - 1) and steps xoshiro256** with the
- * other lanes in one vector; Box-Muller runs on the 8 lanes' words as they lie.
- * The words, hence the values, are the sequential ones. perf on B4 put the
- * scalar word loop at 11% of the step (one thread). */
-#define LANES 8
-#define LANES_MIN 4096 /* below, 7 jumps (a few us) outweigh the vector words */
-#define LANE_BLOCK 256 /* values per lane per batch: 8 lanes x 512 words = 32 KiB */
-
-/* iw[8 t + j] = lane j's next word, t < nwords; lanes[w][j] is lane j's state word w */
-__attribute__((target("avx512f"))) static void xoshiro8_words(uint64_t lanes[4][LANES], uint64_t *iw,
-                                                              int64_t nwords) {
-    __m512i s0 = _mm512_loadu_si512(lanes[0]), s1 = _mm512_loadu_si512(lanes[1]);
-    __m512i s2 = _mm512_loadu_si512(lanes[2]), s3 = _mm512_loadu_si512(lanes[3]);
-    for (int64_t t = 0; t < nwords; t++) {
-        /* rotl(s1 * 5, 7) * 9, the products as shifts and adds (mod 2^64) */
-        __m512i r = _mm512_rol_epi64(_mm512_add_epi64(_mm512_slli_epi64(s1, 2), s1), 7);
-        _mm512_storeu_si512(iw + LANES * t, _mm512_add_epi64(_mm512_slli_epi64(r, 3), r));
-        __m512i shifted = _mm512_slli_epi64(s1, 17); /* em_xoshiro_step, lane by lane */
-        s2 = _mm512_xor_si512(s2, s0);
-        s3 = _mm512_xor_si512(s3, s1);
-        s1 = _mm512_xor_si512(s1, s2);
-        s0 = _mm512_xor_si512(s0, s3);
-        s2 = _mm512_xor_si512(s2, shifted);
-        s3 = _mm512_rol_epi64(s3, 45);
-    }
-    _mm512_storeu_si512(lanes[0], s0);
-    _mm512_storeu_si512(lanes[1], s1);
-    _mm512_storeu_si512(lanes[2], s2);
-    _mm512_storeu_si512(lanes[3], s3);
+static void normal_lanes(void *ctx, const uint64_t *iw, int64_t at, int64_t per, int64_t len) {
+    const normal_fill *f = ctx;
+    em_box_muller_lanes8(len, f->d + at, per, iw, f->mean, f->std);
 }
 
 static void normal_stretch_serial(const normal_fill *f, uint64_t *s, int64_t first, int64_t count);
 
-static void normal_stretch_lanes(const normal_fill *f, uint64_t *s, int64_t first, int64_t count) {
-    const int64_t per = count / LANES; /* values per lane */
-    uint64_t lanes[4][LANES], t[EM_RNG_STATE_WORDS];
-    memcpy(t, s, sizeof t);
-    for (int j = 0; j < LANES; j++) {
-        for (int w = 0; w < 4; w++) lanes[w][j] = t[w];
-        if (j < LANES - 1) em_rng_jump(t, 2 * (uint64_t)per);
-    }
-    uint64_t iw[2 * LANE_BLOCK * LANES];
-    for (int64_t b0 = 0; b0 < per; b0 += LANE_BLOCK) {
-        int64_t len = per - b0 < LANE_BLOCK ? per - b0 : LANE_BLOCK;
-        xoshiro8_words(lanes, iw, 2 * len);
-        em_box_muller_lanes8(len, f->d + first + b0, per, iw, f->mean, f->std);
-    }
-    for (int w = 0; w < 4; w++) s[w] = lanes[w][LANES - 1]; /* where the last lane ended */
-    normal_stretch_serial(f, s, first + LANES * per, count - LANES * per); /* the last 0..7 */
-}
-
 static void normal_stretch(void *ctx, uint64_t *s, int64_t first, int64_t count) {
     const normal_fill *f = ctx;
+    int64_t done = 0;
     if (count >= LANES_MIN && em_fastmath_level() >= EM_FASTMATH_AVX512)
-        normal_stretch_lanes(f, s, first, count);
-    else
-        normal_stretch_serial(f, s, first, count);
+        done = draw_lanes(s, first, count, 2, normal_lanes, (void *)f);
+    normal_stretch_serial(f, s, first + done, count - done); /* all, or the last 0..7 */
 }
 
 static void normal_stretch_serial(const normal_fill *f, uint64_t *s, int64_t first, int64_t count) {
@@ -320,9 +343,29 @@ em_tensor *em_randint(int64_t low, int64_t high, int ndim, const int64_t *shape)
 }
 
 /* buf holds probabilities in, 0 / 1 draws out */
+/* the 8 lanes' item i at once: their probabilities gathered (lane l's at at + l per + i),
+ * uniform_of(word) < p as doubles, 1 or 0 scattered back; a branch per item (GCC keeps
+ * the scalar form's) mispredicted on random outcomes was 75% of a fill */
+__attribute__((target("avx512f,avx512dq"))) static void bernoulli_lanes(void *ctx, const uint64_t *iw,
+                                                                       int64_t at, int64_t per, int64_t len) {
+    float *base = (float *)ctx + at;
+    const __m512i where = _mm512_mullo_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), _mm512_set1_epi64(per));
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < len; i++) {
+        __m512i w = _mm512_loadu_si512(iw + LANES * i);
+        __m512d u = _mm512_mul_pd(_mm512_cvtepu64_pd(_mm512_srli_epi64(w, 11)), _mm512_set1_pd(0x1.0p-53));
+        __m512d p = _mm512_cvtps_pd(_mm512_i64gather_ps(where, base + i, 4));
+        __mmask8 hit = _mm512_cmp_pd_mask(u, p, _CMP_LT_OQ);
+        _mm512_i64scatter_ps(base + i, where, _mm512_castps512_ps256(_mm512_maskz_mov_ps(hit, one)), 4);
+    }
+}
+
 static void bernoulli_stretch(void *ctx, uint64_t *s, int64_t first, int64_t count) {
     float *buf = ctx;
-    for (int64_t i = first; i < first + count; i++)
+    int64_t done = 0;
+    if (count >= LANES_MIN && em_fastmath_level() >= EM_FASTMATH_AVX512)
+        done = draw_lanes(s, first, count, 1, bernoulli_lanes, ctx);
+    for (int64_t i = first + done; i < first + count; i++)
         buf[i] = uniform_of(em_xoshiro_next(s)) < buf[i] ? 1.0f : 0.0f;
 }
 
@@ -332,7 +375,13 @@ em_tensor *em_bernoulli(em_tensor *p) {
     if (!t) return NULL;
     float *buf = t->storage->data;
     em_tensor_read(p, buf);
-    for (int64_t i = 0; i < t->numel; i++) {
+    /* the check counts bad probabilities on every thread (a dropout mask is the size of
+     * its layer), then names the first */
+    const int64_t n = t->numel;
+    int64_t bad = 0;
+#pragma omp parallel for simd schedule(static) reduction(+ : bad) if (n > 32768)
+    for (int64_t i = 0; i < n; i++) bad += !(buf[i] >= 0.0f && buf[i] <= 1.0f);
+    for (int64_t i = 0; bad && i < n; i++) {
         float q = buf[i];
         if (!(q >= 0.0f && q <= 1.0f)) {
             em_tensor_release(t);

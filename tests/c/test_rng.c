@@ -115,7 +115,9 @@ static void check_one_word_fills(int64_t n, int threads) {
 }
 
 TEST(rng_uniform_and_bernoulli_fills_are_one_stream_at_any_thread_count) {
-    const int64_t sizes[] = {1000, 32767, 32768, 32769, 200001};
+    /* below and above the 8-lane cut (4096 per stretch, the last 0..7 one by one), the
+     * parallel split (32768), three threads */
+    const int64_t sizes[] = {1000, 4095, 4096, 4103, 32767, 32768, 32769, 200001};
     for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++)
         for (int threads = 1; threads <= 3; threads++) check_one_word_fills(sizes[k], threads);
     em_set_num_threads(1);
