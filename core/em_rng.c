@@ -148,7 +148,7 @@ static em_tensor *own_rows(em_tensor *full, int ndim, const int64_t *shape) {
  * sequential ones. perf on B4 put the scalar word loop at 11% of the step. */
 #define LANES 8
 #define LANES_MIN 4096 /* items: below, 7 jumps (a few us) outweigh the vector words */
-#define LANE_BLOCK 256 /* values per lane per batch: 8 lanes x 512 words = 32 KiB */
+#define LANE_BLOCK 256 /* normals per lane per batch (one-word items: 512): 8 lanes x 512 words = 32 KiB */
 
 /* iw[8 t + j] = lane j's next word, t < nwords; lanes[w][j] is lane j's state word w */
 __attribute__((target("avx512f"))) static void xoshiro8_words(uint64_t lanes[4][LANES], uint64_t *iw,
@@ -342,7 +342,6 @@ em_tensor *em_randint(int64_t low, int64_t high, int ndim, const int64_t *shape)
     return t;
 }
 
-/* buf holds probabilities in, 0 / 1 draws out */
 /* the 8 lanes' item i at once: their probabilities gathered (lane l's at at + l per + i),
  * uniform_of(word) < p as doubles, 1 or 0 scattered back; a branch per item (GCC keeps
  * the scalar form's) mispredicted on random outcomes was 75% of a fill */
@@ -360,6 +359,7 @@ __attribute__((target("avx512f,avx512dq"))) static void bernoulli_lanes(void *ct
     }
 }
 
+/* buf holds probabilities in, 0 / 1 draws out */
 static void bernoulli_stretch(void *ctx, uint64_t *s, int64_t first, int64_t count) {
     float *buf = ctx;
     int64_t done = 0;
@@ -379,7 +379,7 @@ em_tensor *em_bernoulli(em_tensor *p) {
      * its layer), then names the first */
     const int64_t n = t->numel;
     int64_t bad = 0;
-#pragma omp parallel for simd schedule(static) reduction(+ : bad) if (n > 32768)
+#pragma omp parallel for simd schedule(static) reduction(+ : bad) if (n > WORDS_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) bad += !(buf[i] >= 0.0f && buf[i] <= 1.0f);
     for (int64_t i = 0; bad && i < n; i++) {
         float q = buf[i];
