@@ -164,24 +164,10 @@ typedef struct {
 #define ADAM_RANGE(name, attr)                                                                    \
     attr static void name(const adam_args *a, int64_t lo, int64_t hi) {                        \
         float *restrict p = a->p, *restrict m1 = a->m1, *restrict m2 = a->m2;                     \
+        float *restrict vmax = a->vmax; /* amsgrad's running max, or NULL (GCC unswitches) */     \
         const float *restrict g = a->g;                                                           \
         const float b1 = a->b1, b2 = a->b2, eps = a->eps, step_size = a->step_size;               \
         const float inv_sqrt_bc2 = a->inv_sqrt_bc2, decay = a->decay, l2 = a->l2;                 \
-        if (a->vmax) {                                                                            \
-            float *restrict vmax = a->vmax;                                                       \
-            for (int64_t i = lo; i < hi; i++) {                                                   \
-                float pi = p[i] * decay;                                                          \
-                float gi = g[i] + l2 * pi;                                                        \
-                float m = b1 * m1[i] + (1.0f - b1) * gi;                                          \
-                float v = b2 * m2[i] + (1.0f - b2) * gi * gi;                                     \
-                m1[i] = m;                                                                        \
-                m2[i] = v;                                                                        \
-                v = vmax[i] > v ? vmax[i] : v;                                                    \
-                vmax[i] = v;                                                                      \
-                p[i] = pi - step_size * m / (sqrtf(v) * inv_sqrt_bc2 + eps);                      \
-            }                                                                                     \
-            return;                                                                               \
-        }                                                                                         \
         for (int64_t i = lo; i < hi; i++) {                                                       \
             float pi = p[i] * decay;                                                              \
             float gi = g[i] + l2 * pi;                                                            \
@@ -189,6 +175,10 @@ typedef struct {
             float v = b2 * m2[i] + (1.0f - b2) * gi * gi;                                         \
             m1[i] = m;                                                                            \
             m2[i] = v;                                                                            \
+            if (vmax) {                                                                           \
+                v = vmax[i] > v ? vmax[i] : v;                                                    \
+                vmax[i] = v;                                                                      \
+            }                                                                                     \
             p[i] = pi - step_size * m / (sqrtf(v) * inv_sqrt_bc2 + eps);                          \
         }                                                                                         \
     }

@@ -201,9 +201,11 @@ describe('ember sweep', function()
 
   -- Starts a slow 2-run sweep (its own session: setsid), interrupts it with
   -- `kill -INT target(pid)` once both runs are under way, and checks that each run saved a
-  -- checkpoint and that the same command then finishes them.
+  -- checkpoint and that the same command then finishes them. The runs have 8 epochs of
+  -- ~0.2 s and are interrupted after their second: with 3 epochs a loaded machine let a
+  -- run finish before the forwarded interrupt reached it (seen under the sanitizer).
   local function interrupt_sweep(target)
-    local args = q(TINY) .. ' --grid hidden=3,4 --set epochs=3 --set slow=0.02 --jobs 2 --out s'
+    local args = q(TINY) .. ' --grid hidden=3,4 --set epochs=8 --set slow=0.02 --jobs 2 --out s'
     -- io.popen, not `&`: a shell's background job would ignore SIGINT
     local h = io.popen('cd ' .. q(dir) .. ' && exec setsid ' .. q(EMBER) .. ' sweep ' .. args .. ' > first.out 2>&1')
     assert.is_true(wait_until(function()
