@@ -210,6 +210,16 @@ static _Thread_local int64_t bm_fallbacks;
 
 int64_t em_box_muller_fallbacks(void) { return bm_fallbacks; }
 
+/* The lanes of out[0 .. lanes) that the vector loop did not keep (keep: a bit per
+ * lane), recomputed by the reference from their word pairs w[2 l], w[2 l + 1]. */
+static void recompute_unkept(float *out, const uint64_t *w, int lanes, int keep, float mean, float std) {
+    for (int l = 0; l < lanes; l++) {
+        if (keep & (1 << l)) continue;
+        out[l] = box_muller_reference(w[2 * l], w[2 * l + 1], mean, std);
+        bm_fallbacks++;
+    }
+}
+
 /* 1/(2k+1), k = 10 .. 1 (then 1) */
 static const double LOG_C[10] = {1.0 / 21, 1.0 / 19, 1.0 / 17, 1.0 / 15, 1.0 / 13,
                                  1.0 / 11, 1.0 / 9,  1.0 / 7,  1.0 / 5,  1.0 / 3};
@@ -311,13 +321,7 @@ __attribute__((target("avx2,fma"))) static void box_muller_avx2(int64_t n, float
         __m128 r;
         int keep = box_muller4(w + 2 * i, mean, std, &r);
         _mm_storeu_ps(out + i, r);
-        if (keep != 0xF) {
-            for (int l = 0; l < 4; l++) {
-                if (keep & (1 << l)) continue;
-                out[i + l] = box_muller_reference(w[2 * (i + l)], w[2 * (i + l) + 1], mean, std);
-                bm_fallbacks++;
-            }
-        }
+        if (keep != 0xF) recompute_unkept(out + i, w + 2 * i, 4, keep, mean, std);
     }
     for (; i < n; i++) out[i] = box_muller_reference(w[2 * i], w[2 * i + 1], mean, std);
 }
@@ -410,13 +414,7 @@ AVX512 static void box_muller_avx512(int64_t n, float *out, const uint64_t *w, f
         __m256 r;
         int keep = box_muller8(w + 2 * i, mean, std, &r);
         _mm256_storeu_ps(out + i, r);
-        if (keep != 0xFF) {
-            for (int l = 0; l < 8; l++) {
-                if (keep & (1 << l)) continue;
-                out[i + l] = box_muller_reference(w[2 * (i + l)], w[2 * (i + l) + 1], mean, std);
-                bm_fallbacks++;
-            }
-        }
+        if (keep != 0xFF) recompute_unkept(out + i, w + 2 * i, 8, keep, mean, std);
     }
     box_muller_avx2(n - i, out + i, w + 2 * i, mean, std); /* the last 0..7 */
 }

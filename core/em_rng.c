@@ -177,11 +177,13 @@ __attribute__((target("avx512f"))) static void xoshiro8_words(uint64_t lanes[4][
  * lane j takes items first + j per + [0, per), per = count / 8, starting by a jump
  * to its first word; batch by batch, consume(ctx, iw, at, per, len) gets lane j's
  * next len items' words at iw[8 (words_per_item i + w) + j] for its items at +
- * j per + i. The last count - 8 per items are left to the caller, with *s where the
- * last lane ended (the state after item first + 8 per - 1). */
+ * j per + i. Returns the items drawn, 8 per: the rest are left to the caller, with *s
+ * where the last lane ended (the state after item first + 8 per - 1); 0 (all left,
+ * *s untouched) below LANES_MIN items or without AVX-512. */
 typedef void (*lanes_fn)(void *ctx, const uint64_t *iw, int64_t at, int64_t per, int64_t len);
 static int64_t draw_lanes(uint64_t *s, int64_t first, int64_t count, int words_per_item, lanes_fn consume,
                           void *ctx) {
+    if (count < LANES_MIN || em_fastmath_level() < EM_FASTMATH_AVX512) return 0; /* all to the caller */
     const int64_t per = count / LANES;
     uint64_t lanes[4][LANES], t[EM_RNG_STATE_WORDS];
     memcpy(t, s, sizeof t);
@@ -220,9 +222,7 @@ static void uniform_lanes(void *ctx, const uint64_t *iw, int64_t at, int64_t per
 
 static void uniform_stretch(void *ctx, uint64_t *s, int64_t first, int64_t count) {
     const uniform_fill *f = ctx;
-    int64_t done = 0;
-    if (count >= LANES_MIN && em_fastmath_level() >= EM_FASTMATH_AVX512)
-        done = draw_lanes(s, first, count, 1, uniform_lanes, ctx);
+    int64_t done = draw_lanes(s, first, count, 1, uniform_lanes, ctx);
     for (int64_t i = first + done; i < first + count; i++)
         f->d[i] = uniform_float(em_xoshiro_next(s), f->lo, f->hi);
 }
@@ -270,11 +270,8 @@ static void normal_lanes(void *ctx, const uint64_t *iw, int64_t at, int64_t per,
 static void normal_stretch_serial(const normal_fill *f, uint64_t *s, int64_t first, int64_t count);
 
 static void normal_stretch(void *ctx, uint64_t *s, int64_t first, int64_t count) {
-    const normal_fill *f = ctx;
-    int64_t done = 0;
-    if (count >= LANES_MIN && em_fastmath_level() >= EM_FASTMATH_AVX512)
-        done = draw_lanes(s, first, count, 2, normal_lanes, (void *)f);
-    normal_stretch_serial(f, s, first + done, count - done); /* all, or the last 0..7 */
+    int64_t done = draw_lanes(s, first, count, 2, normal_lanes, ctx);
+    normal_stretch_serial(ctx, s, first + done, count - done); /* all, or the last 0..7 */
 }
 
 static void normal_stretch_serial(const normal_fill *f, uint64_t *s, int64_t first, int64_t count) {
@@ -362,9 +359,7 @@ __attribute__((target("avx512f,avx512dq"))) static void bernoulli_lanes(void *ct
 /* buf holds probabilities in, 0 / 1 draws out */
 static void bernoulli_stretch(void *ctx, uint64_t *s, int64_t first, int64_t count) {
     float *buf = ctx;
-    int64_t done = 0;
-    if (count >= LANES_MIN && em_fastmath_level() >= EM_FASTMATH_AVX512)
-        done = draw_lanes(s, first, count, 1, bernoulli_lanes, ctx);
+    int64_t done = draw_lanes(s, first, count, 1, bernoulli_lanes, ctx);
     for (int64_t i = first + done; i < first + count; i++)
         buf[i] = uniform_of(em_xoshiro_next(s)) < buf[i] ? 1.0f : 0.0f;
 }
